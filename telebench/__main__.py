@@ -1,0 +1,3 @@
+from telebench.cli import main
+
+main()
