@@ -108,7 +108,8 @@ class TargetSpec:
 class TrialSpec:
     suite: str
     case: str
-    arm: str  # one of ARMS
+    arm: str  # arm label, unique within a case (e.g. "teleport-keep")
+    arm_kind: str  # one of ARMS: what the arm does
     dataset: DatasetSpec
     model: ModelSpec
     optimizer: OptimizerSpec
