@@ -164,11 +164,11 @@ class PairRunner:
         spec, tp = arm.spec, arm.spec.teleport
         assert tp is not None
         if arm.spec.arm_kind == "reset-only":
-            with arm.clock.span("teleport"):
+            with arm.clock.span("train"), arm.clock.span("teleport"):
                 arm.optimizer = apply_state_policy(arm.optimizer, tp.state_policy, spec.optimizer, list(arm.model.parameters()))
             return
-        ho_before = self._held_out_loss(arm)
-        with arm.clock.span("teleport"):
+        ho_before = self._held_out_loss(arm)  # off the clock: a measurement, not training work
+        with arm.clock.span("train"), arm.clock.span("teleport"):
             xt, yt = arm.tele_stream.next()
             record = teleport(
                 arm.model,
@@ -202,9 +202,9 @@ class PairRunner:
         arm.teleports.append(row)
 
     def _train_step(self, arm: _ArmState) -> None:
+        if arm.step in arm.schedule:
+            self._teleport(arm)  # times itself: teleport work on the train and teleport clocks, checks off
         with arm.clock.span("train"):
-            if arm.step in arm.schedule:
-                self._teleport(arm)
             x, y = arm.stream.next()
             arm.optimizer.zero_grad(set_to_none=True)
             loss = self.loss_fn(arm.model(x), y)

@@ -1,0 +1,93 @@
+"""Optimizer factory and the optimizer-state policy applied at each teleport (DESIGN §3).
+
+The paper's code rebuilds its optimizer after every teleport, silently zeroing momentum,
+accumulators and Adam's step count. telebench makes that a named policy, so the restart's
+effect can be measured apart from the teleport's.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Iterable, Sequence
+from functools import cache
+from typing import Any
+
+import torch
+
+from telebench.errors import UserError
+from telebench.spec import STATE_POLICIES, OptimizerSpec, thaw
+
+OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam")
+
+_CLASSES: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "momentum": torch.optim.SGD,
+    "adagrad": torch.optim.Adagrad,
+    "rmsprop": torch.optim.RMSprop,
+    "adam": torch.optim.Adam,
+}
+_DEFAULT_KWARGS: dict[str, dict[str, Any]] = {"momentum": {"momentum": 0.9}}
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    near = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
+def _check_name(name: str) -> None:
+    if name not in _CLASSES:
+        raise UserError(
+            f"optimizer {name!r} is unknown{_suggest(name, OPTIMIZERS)}; use one of {', '.join(OPTIMIZERS)}."
+        )
+
+
+@cache
+def optimizer_kwargs_allowed(name: str) -> frozenset[str]:
+    """The keyword arguments the torch class behind `name` accepts, besides params and lr."""
+    _check_name(name)
+    signature = inspect.signature(_CLASSES[name].__init__)
+    return frozenset(p for p in signature.parameters if p not in ("self", "params", "lr"))
+
+
+def make_optimizer(spec: OptimizerSpec, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+    """Build the torch optimizer named by `spec`; `momentum` is SGD with momentum 0.9 unless kwargs say otherwise."""
+    _check_name(spec.name)
+    kwargs = {**_DEFAULT_KWARGS.get(spec.name, {}), **thaw(spec.kwargs)}
+    allowed = optimizer_kwargs_allowed(spec.name)
+    for key in kwargs:
+        if key not in allowed:
+            raise UserError(
+                f"optimizer {spec.name!r} has no option {key!r}{_suggest(key, allowed)}; "
+                f"allowed kwargs: {', '.join(sorted(allowed))}."
+            )
+    if not spec.lr > 0:
+        raise UserError(f"optimizer {spec.name!r} needs a positive lr, got {spec.lr!r}.")
+    try:
+        return _CLASSES[spec.name](params, lr=spec.lr, **kwargs)
+    except (ValueError, TypeError) as exc:  # torch's own range and type checks on kwargs
+        raise UserError(
+            f"optimizer {spec.name!r} rejected its kwargs {kwargs}: {exc}; fix the value."
+        ) from exc
+
+
+def apply_state_policy(
+    optimizer: torch.optim.Optimizer,
+    policy: str,
+    spec: OptimizerSpec,
+    params: Iterable[torch.Tensor],
+    transforms: Sequence[Any] | None = None,
+) -> torch.optim.Optimizer:
+    """What happens to the optimizer's state after the weights are teleported in place.
+
+    reset: a fresh optimizer over the same parameter tensors, as the paper's code does (momentum,
+    accumulators and Adam's step count all start from zero). keep: the same optimizer, its state
+    untouched. transport: map the state through the applied group elements (`transforms`).
+    """
+    if policy == "reset":
+        return make_optimizer(spec, params)
+    if policy == "keep":
+        return optimizer
+    if policy == "transport":
+        raise NotImplementedError("transport arrives with issue 4")
+    raise UserError(f"optimizer state policy {policy!r} is unknown; use one of {', '.join(STATE_POLICIES)}.")
