@@ -1,0 +1,183 @@
+"""report.md, plots, the terminal table and `telebench report` on synthetic results."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+from rich.console import Console
+from synthetic_results import make_results, make_trials
+from typer.testing import CliRunner
+
+from telebench.cli import app
+from telebench.errors import UserError
+from telebench.report import fmt, load_results, render_terminal, write_report
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def results() -> dict:
+    return make_results()
+
+
+@pytest.fixture(scope="module")
+def report_text(results: dict, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("report")
+    path = write_report(results, out)
+    return path, path.read_text(encoding="utf-8")
+
+
+def _row(results: dict, case: str, optimizer: str, arm: str) -> dict:
+    return next(
+        r for r in results["summary"] if (r["case"], r["optimizer"], r["arm"]) == (case, optimizer, arm)
+    )
+
+
+def test_report_has_every_section(report_text: tuple[Path, str]) -> None:
+    path, text = report_text
+    assert path.name == "report.md"
+    assert text.startswith("# telebench report: synthetic-suite (2026-11-22)\n")
+    assert "2026-11-22" in text
+    for heading in (
+        "## Environment",
+        "## Target",
+        "## Summary",
+        "## Case: digits-mlp",
+        "## Case: synthetic",
+        "### adam on cpu",
+        "## Teleport invariance",
+        "## Trial status",
+    ):
+        assert f"\n{heading}\n" in text
+    assert "| torch | 2.14.1 |" in text
+    assert "train_loss ≤" in text and "val_accuracy ≥ 0.8" in text and "relaxed by 5%" in text
+    assert "speedup* = baseline cost / arm cost" in text and "Wilcoxon" in text and "never dropped" in text
+    assert "Partial results" not in text and "Shared device" not in text
+
+
+def test_report_numbers_match_the_summary(results: dict, report_text: tuple[Path, str]) -> None:
+    _, text = report_text
+    tele = _row(results, "digits-mlp", "adam", "teleport")
+    speed = tele["speedup_time"]
+    cell = f"{fmt.ratio(speed['median'])} [{fmt.ci(speed['ci_low'], speed['ci_high'])}]"
+    assert (
+        f"| digits-mlp | adam | cpu | teleport | 5 | 0 | {fmt.seconds(tele['time_to_target_s']['median'])} |"
+        in text
+    )
+    assert cell in text
+    assert re.search(
+        r"With adam, teleport reached the target [\d.]+× faster in training-clock time \(95% CI", text
+    )
+    assert f"teleports cost {fmt.percent(tele['teleport_overhead']['median'])} of training time" in text
+    assert "| digits-mlp | adam | cpu | teleport | 10 | 0 | 1.0e-07 | 2.0e-07 |" in text  # invariance table
+    assert "| synthetic / sgd / cpu / teleport | 1 | 1 | 1 | 0 |" in text  # status counts
+    assert "**error** — RuntimeError: boom" in text and "**diverged** — loss became nan" in text
+    assert "1/3 seeds reached the target, baseline 3/3" in text  # misses stay visible
+
+
+def test_plots_exist_are_valid_pngs_and_are_linked(report_text: tuple[Path, str]) -> None:
+    path, text = report_text
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)
+    assert sorted(links) == [
+        "plots/digits-mlp-adam-cpu.png",
+        "plots/digits-mlp-sgd-cpu.png",
+        "plots/synthetic-sgd-cpu.png",
+    ]
+    for link in links:
+        png = path.parent / link
+        assert png.read_bytes()[:8] == PNG_SIGNATURE
+        height, width, _ = matplotlib.image.imread(png).shape
+        assert width > 800 and height > 300
+
+
+def test_partial_shared_device_and_mixed_hosts_are_noted(tmp_path: Path) -> None:
+    trials = make_trials(seeds=3)
+    trials[0]["timing"]["shared_device"] = True
+    trials[1]["host"] = "other-node"
+    text = write_report(make_results(trials, partial=True), tmp_path).read_text(encoding="utf-8")
+    assert "**Partial results.**" in text
+    assert "**Shared device.** 1 trial(s)" in text
+    assert "**Different machines.**" in text and "other-node" in text
+
+
+def test_two_seeds_are_too_few_for_a_verdict(tmp_path: Path) -> None:
+    text = write_report(make_results(make_trials(seeds=2)), tmp_path).read_text(encoding="utf-8")
+    assert "With adam, teleport had too few informative seeds for a verdict" in text
+    assert "only 2 seed pairs where a verdict needs 3" in text
+
+
+def test_unwritable_out_dir_is_a_user_error(results: dict, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(UserError, match="Cannot write the report to"):
+        write_report(results, blocker / "report")
+
+
+def test_terminal_table(results: dict) -> None:
+    console = Console(record=True, width=140)
+    render_terminal(results, console)
+    text = console.export_text()
+    assert "case digits-mlp" in text and "case synthetic" in text
+    tele = _row(results, "digits-mlp", "adam", "teleport")
+    assert fmt.ratio(tele["speedup_time"]["median"]) in text
+    for word in ("baseline", "reset-only", "faster", "no clear", "Wilcoxon"):
+        assert word in text
+
+
+def test_load_results_fills_a_missing_summary(results: dict, tmp_path: Path) -> None:
+    raw = {**results, "trials": make_trials(seeds=3)}
+    del raw["summary"]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(raw), encoding="utf-8")
+    loaded = load_results(path)
+    assert loaded["trials"][0]["target"]["value"] is not None
+    assert len(loaded["summary"]) == 9
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "telebench", "report", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_report_command_end_to_end(results: dict, tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results), encoding="utf-8")
+    done = _cli(str(path))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "plots" / "digits-mlp-adam-cpu.png").is_file()
+    assert "case digits-mlp" in done.stdout
+    other = tmp_path / "elsewhere"
+    assert _cli(str(path), "--out", str(other)).returncode == 0
+    assert (other / "report.md").is_file()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "does not exist"),
+        ("{not json", "is not valid JSON"),
+        ('{"schema": "telebench.results/0", "trials": []}', "has schema 'telebench.results/0'"),
+        ('{"trials": []}', "not a telebench results file"),
+        ('{"schema": "telebench.results/1"}', "has no `trials` list"),
+    ],
+)
+def test_report_command_bad_files_are_user_errors(tmp_path: Path, content: str | None, message: str) -> None:
+    path = tmp_path / "results.json"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    result = CliRunner().invoke(app, ["report", str(path)])
+    assert isinstance(result.exception, UserError) and message in str(result.exception)
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_report_command_bad_file_exits_2_without_traceback(tmp_path: Path) -> None:
+    done = _cli(str(tmp_path / "missing.json"))
+    assert done.returncode == 2
+    assert "does not exist" in done.stderr and "Traceback" not in done.stderr
