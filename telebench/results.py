@@ -18,8 +18,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import telebench
 from telebench.errors import UserError
 
@@ -51,6 +49,8 @@ def git_commit() -> str | None:
 
 def environment(devices: list[str] | None = None) -> dict[str, Any]:
     """Everything needed to tell whether two result files are comparable."""
+    import torch  # imported here so that readers of results files (compare, report) stay light
+
     cuda = torch.cuda.is_available()
     names: dict[str, str] = {"cpu": cpu_model()}
     if cuda:
@@ -92,7 +92,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def _json_default(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
+    if hasattr(obj, "tolist") and getattr(obj, "ndim", 0) > 0:  # tensors and arrays
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
