@@ -6,6 +6,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from telebench.errors import UserError
 
@@ -18,13 +19,220 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 
+@app.callback()
+def _root() -> None:
+    """Benchmark symmetry teleportation: does it make training faster or better?"""
+
+
 def main() -> None:
     """Console-script entry point: user errors become one line on stderr and exit 2."""
     try:
         app()
     except UserError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
 
 
 # ---- commands are registered below, one section each -------------------------------------------
+
+
+@app.command("report")
+def report_command(
+    results: str = typer.Argument(..., help="A results.json written by `telebench run`."),
+    out: str | None = typer.Option(
+        None, "--out", help="Folder for report.md and plots [default: the folder of RESULTS]."
+    ),
+) -> None:
+    """Re-render report.md, its plots and the summary table from a results file alone."""
+    from pathlib import Path
+
+    from telebench.report import load_results, render_terminal, write_report
+
+    results_path = Path(results)
+    data = load_results(results_path)
+    path = write_report(data, Path(out) if out is not None else results_path.parent)
+    console = Console()
+    render_terminal(data, console)
+    console.print(f"report written to {path}", highlight=False)
+
+
+@app.command("compare")
+def compare_command(
+    base: str = typer.Argument(..., help="Baseline: a telebench results.json or a pytest-benchmark JSON."),
+    new: str = typer.Argument(..., help="The file to check against BASE, of the same kind."),
+    fail_on: list[str] | None = typer.Option(
+        None,
+        "--fail-on",
+        help="METRIC:±N[%][:STAT], repeatable; + means an increase is bad, e.g. time_to_target:+10% "
+        "or teleport_overhead:+0.05. Default: time_to_target:+10% steps_to_target:+10% misses:+0 "
+        "speedup_time:-10% (pytest-benchmark files: median:+10%).",
+    ),
+    alpha: float = typer.Option(0.01, "--alpha", help="Significance level of the Mann-Whitney U test."),
+    fail_on_improvement: bool = typer.Option(
+        False, "--fail-on-improvement", help="Also fail on an improvement beyond a limit (for a pinned baseline)."
+    ),
+    markdown: str | None = typer.Option(None, "--markdown", help="Write a pull-request comment in markdown here."),
+    json_out: str | None = typer.Option(None, "--json", help="Write the comparison as JSON here."),
+) -> None:
+    """Compare two results files; exit 1 when a metric regressed beyond its limit, 2 on bad input."""
+    from pathlib import Path
+
+    from telebench.compare.command import run_compare
+
+    code = run_compare(
+        Path(base),
+        Path(new),
+        fail_on or [],
+        alpha=alpha,
+        fail_on_improvement=fail_on_improvement,
+        markdown=Path(markdown) if markdown else None,
+        json_path=Path(json_out) if json_out else None,
+    )
+    raise typer.Exit(code)
+
+
+# ---- suites: validate, list; the override options are shared with `run` -------------------------
+# Each factory returns a fresh typer.Option, so every command declares the same flags identically:
+#   seeds: str | None = seeds_option(), ...; then suite.overrides_from_options(seeds=seeds, ...).
+
+
+def seeds_option() -> typer.models.OptionInfo:
+    return typer.Option(None, "--seeds", help="Seeds replacing every case's, e.g. 0,1,2 or 0-4.")
+
+
+def devices_option() -> typer.models.OptionInfo:
+    return typer.Option(None, "--devices", help="Devices replacing every case's: cpu, cuda, cuda:N or auto, comma-separated.")
+
+
+def arms_option() -> typer.models.OptionInfo:
+    return typer.Option(None, "--arms", help="Arm labels to keep, comma-separated; a built-in arm kind is added where missing.")
+
+
+def cases_option() -> typer.models.OptionInfo:
+    return typer.Option(None, "--cases", help="Case names to keep, comma-separated.")
+
+
+def budget_steps_option() -> typer.models.OptionInfo:
+    return typer.Option(None, "--budget-steps", help="A step budget replacing every case's budget.")
+
+
+def eval_every_option() -> typer.models.OptionInfo:
+    return typer.Option(None, "--eval-every", help="Steps between evaluations, replacing every case's.")
+
+
+def set_option() -> typer.models.OptionInfo:
+    return typer.Option(None, "--set", help="Edit the suite before validation, KEY.PATH=VALUE (YAML value), repeatable; "
+                        "e.g. --set defaults.batch_size=64 --set cases[0].optimizers[1].lr=0.01.")
+
+
+@app.command("validate")
+def validate_command(
+    suite: str = typer.Argument(..., help="The suite YAML file."),
+    seeds: str | None = seeds_option(),
+    devices: str | None = devices_option(),
+    arms: str | None = arms_option(),
+    cases: str | None = cases_option(),
+    budget_steps: int | None = budget_steps_option(),
+    eval_every: int | None = eval_every_option(),
+    sets: list[str] | None = set_option(),
+) -> None:
+    """Check a suite without running it: exit 0 when valid, 2 with one sentence naming the key when not."""
+    from telebench.suite import expand, load_suite, overrides_from_options
+    from telebench.suite_view import render_validate
+
+    overrides = overrides_from_options(seeds, devices, arms, budget_steps, eval_every, cases, sets)
+    loaded = load_suite(suite, overrides)
+    render_validate(loaded, expand(loaded), Console())
+
+
+@app.command("list")
+def list_command(
+    suite: str = typer.Argument(..., help="The suite YAML file."),
+    seeds: str | None = seeds_option(),
+    devices: str | None = devices_option(),
+    arms: str | None = arms_option(),
+    cases: str | None = cases_option(),
+    budget_steps: int | None = budget_steps_option(),
+    eval_every: int | None = eval_every_option(),
+    sets: list[str] | None = set_option(),
+) -> None:
+    """Show the plan: one row per case, optimizer, arm and device, the trial count and a rough time."""
+    from telebench.suite import expand, load_suite, overrides_from_options
+    from telebench.suite_view import render_plan
+
+    overrides = overrides_from_options(seeds, devices, arms, budget_steps, eval_every, cases, sets)
+    loaded = load_suite(suite, overrides)
+    render_plan(loaded, expand(loaded), Console())
+
+
+@app.command("run")
+def run_command(
+    suite: str = typer.Argument(..., help="The suite YAML file."),
+    out: str | None = typer.Option(
+        None, "--out", help="Output folder; rerunning into the same folder resumes [default: reports/<suite>-<timestamp>]."
+    ),
+    data_root: str | None = typer.Option(
+        None, "--data-root", help="Folder holding dataset files (torchvision layout or raw IDX/CIFAR files)."
+    ),
+    executor: str | None = typer.Option(
+        None, "--executor", help="local (default), process or ray; overrides the suite's `executor`."
+    ),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="Worker processes for --executor process."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster: auto or HOST:PORT (--executor ray)."),
+    allow_shared_device: bool = typer.Option(
+        False, "--allow-shared-device", help="Let timed trials share a device; the report then marks timings as shared."
+    ),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write report.md and plots after the run."),
+    seeds: str | None = seeds_option(),
+    devices: str | None = devices_option(),
+    arms: str | None = arms_option(),
+    cases: str | None = cases_option(),
+    budget_steps: int | None = budget_steps_option(),
+    eval_every: int | None = eval_every_option(),
+    sets: list[str] | None = set_option(),
+) -> None:
+    """Train teleport arms against the baseline and report time and steps to the target."""
+    from pathlib import Path
+
+    from telebench.report import render_terminal
+    from telebench.runner import default_out_dir, run_plan
+    from telebench.suite import expand, load_suite, overrides_from_options
+
+    overrides = overrides_from_options(seeds, devices, arms, budget_steps, eval_every, cases, sets)
+    loaded = load_suite(suite, overrides)
+    console = Console()
+    for note in loaded.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    plan = expand(loaded)
+    out_dir = Path(out) if out else default_out_dir(loaded.name)
+    options = {"jobs": jobs, "address": address, "allow_shared_device": allow_shared_device}
+    name = executor or loaded.executor
+    outcome = run_plan(
+        plan,
+        loaded.name,
+        suite,
+        out_dir,
+        executor_name=name,
+        executor_options={k: v for k, v in options.items() if _executor_accepts(name, k)},
+        data_root=data_root,
+        console=console,
+        write_report=report,
+    )
+    render_terminal(outcome.results, console)
+    console.print(f"results: {out_dir / 'results.json'}", highlight=False)
+    if outcome.report_path is not None:
+        console.print(f"report:  {outcome.report_path}", highlight=False)
+    if outcome.interrupted:
+        raise typer.Exit(130)
+
+
+def _executor_accepts(name: str, option: str) -> bool:
+    """Executors take only the options that mean something to them (local ignores --jobs)."""
+    import dataclasses
+
+    from telebench.executors import EXECUTORS
+
+    cls = EXECUTORS.get(name)
+    if cls is None or not dataclasses.is_dataclass(cls):
+        return False
+    return option in {f.name for f in dataclasses.fields(cls)}

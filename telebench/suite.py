@@ -1,0 +1,545 @@
+"""Suite YAML → validated `Suite` → plan of `TrialSpec`s.
+
+`load_suite` reads the file, applies command-line overrides, validates with pydantic (models in
+suite_schema.py), merges defaults into the cases and checks what one key alone cannot show:
+model widths against the dataset, the group against the activation, teleport batches against
+the dataset size, devices against the machine. Every problem is one `UserError` sentence naming
+the file and the key path. `expand` turns the suite into the ordered, hashable plan.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from telebench import suite_registry as registry
+from telebench.errors import UserError
+from telebench.spec import ARMS, DatasetSpec, ModelSpec, OptimizerSpec, TrialSpec, freeze
+from telebench.suite_errors import key_path, validation_error
+from telebench.suite_estimate import estimate_seconds
+from telebench.suite_schema import (
+    DEVICE_PATTERN,
+    ArmConfig,
+    BudgetConfig,
+    Case,
+    CaseInput,
+    CaseSettings,
+    ModelConfig,
+    OptimizerConfig,
+    Suite,
+    SuiteFile,
+    TeleportSettings,
+    check_name,
+)
+
+__all__ = ["Overrides", "Suite", "Case", "load_suite", "expand", "estimate_seconds", "overrides_from_options",
+           "teleport_settings"]
+
+_PATH_PART = re.compile(r"\.?([A-Za-z_][\w-]*)|\[([^\]]+)\]")
+Loc = tuple[str | int, ...]
+
+
+# ---- command-line overrides ---------------------------------------------------------------------
+
+
+@dataclass
+class Overrides:
+    """Command-line values that replace the suite's, in every case (`sets` edit the YAML itself)."""
+
+    seeds: list[int] | None = None
+    devices: list[str] | None = None
+    arms: list[str] | None = None  # arm labels to keep; a built-in kind not in a case is added to it
+    budget_steps: int | None = None
+    eval_every: int | None = None
+    cases: list[str] | None = None  # case names to keep
+    sets: list[str] = field(default_factory=list)  # "dotted.key[0].path=value", value parsed as YAML
+
+    def __post_init__(self) -> None:
+        if self.seeds is not None and (not self.seeds or min(self.seeds) < 0 or len(set(self.seeds)) < len(self.seeds)):
+            raise UserError("--seeds: give distinct non-negative integers, e.g. --seeds 0,1,2 or --seeds 0-4.")
+        for name in self.devices or []:
+            if not DEVICE_PATTERN.match(name):
+                raise UserError(f"--devices: unknown device {name!r}; use cpu, cuda, cuda:N or auto.")
+        for option, value in (("--budget-steps", self.budget_steps), ("--eval-every", self.eval_every)):
+            if value is not None and value <= 0:
+                raise UserError(f"{option}: must be a positive number of steps, got {value}.")
+
+
+def _split(text: str | None) -> list[str] | None:
+    return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _parse_seeds(text: str) -> list[int]:
+    seeds: list[int] = []
+    for part in _split(text) or []:
+        lo, dash, hi = part.partition("-")
+        try:
+            seeds += list(range(int(lo), int(hi) + 1)) if dash else [int(part)]
+        except ValueError:
+            raise UserError(f"--seeds: cannot read {part!r}; give integers or ranges, e.g. 0,1,2 or 0-4.") from None
+    return seeds
+
+
+def overrides_from_options(
+    seeds: str | None = None,
+    devices: str | None = None,
+    arms: str | None = None,
+    budget_steps: int | None = None,
+    eval_every: int | None = None,
+    cases: str | None = None,
+    sets: list[str] | None = None,
+) -> Overrides:
+    """Build Overrides from the raw command-line strings shared by `run`, `validate` and `list`."""
+    return Overrides(
+        seeds=None if seeds is None else _parse_seeds(seeds),
+        devices=_split(devices),
+        arms=_split(arms),
+        budget_steps=budget_steps,
+        eval_every=eval_every,
+        cases=_split(cases),
+        sets=list(sets or []),
+    )
+
+
+# ---- reading the YAML ---------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys; a suite author almost always meant something else."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    source = str(path)
+    if not path.exists():
+        raise UserError(f"{source}: no such file; check the path (bundled suites are in suites/, "
+                        "e.g. suites/quickstart.yaml).")
+    if path.is_dir():
+        raise UserError(f"{source}: is a folder; pass the suite's .yaml file.")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{source}: cannot be read ({exc}); pass a readable UTF-8 YAML file.") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "unreadable"
+        raise UserError(f"{source}: is not valid YAML{where} ({problem}); fix the syntax there "
+                        "(indent with spaces, quote strings that hold ': ').") from None
+    if raw is None:
+        raise UserError(f"{source}: is empty; a suite needs at least `name` and `cases` (see docs/suite-format.md).")
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: the top level must be a mapping with name, defaults and cases, "
+                        f"not a {type(raw).__name__}.")
+    return raw
+
+
+def _apply_set(raw: dict[str, Any], text: str) -> None:
+    """Apply one `--set key.path[0]=value` to the raw YAML; a bracket may hold an index or a name/label."""
+    key, sep, value_text = text.partition("=")
+    parts: list[str] = []
+    pos = 0
+    for match in _PATH_PART.finditer(key.strip()):
+        if match.start() != pos:
+            break
+        parts.append(match.group(0))
+        pos = match.end()
+    if not sep or not parts or pos != len(key.strip()):
+        raise UserError(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. defaults.batch_size=64 or "
+                        "cases[0].optimizers[1].lr=0.01.")
+    try:
+        value = yaml.safe_load(value_text)
+    except yaml.YAMLError:
+        raise UserError(f"--set {text!r}: the value is not valid YAML; quote it if it holds ':' or '#'.") from None
+    node: Any = raw
+    walked = ""
+    for n, part in enumerate(parts):
+        last = n == len(parts) - 1
+        if part.startswith("["):
+            token = part[1:-1].strip()
+            if not isinstance(node, list):
+                raise UserError(f"--set {text!r}: {walked or 'the top level'} is not a list.")
+            index = len(node) if last and token == str(len(node)) else _list_index(node, token)
+            if index is None:
+                raise UserError(f"--set {text!r}: {walked} has no item {token!r} (it has {len(node)}, indexed "
+                                f"from 0 or by name; [{len(node)}] appends).")
+            if index == len(node):
+                node.append(None)
+            step: str | int = index
+        else:
+            step = part.lstrip(".")
+            if not isinstance(node, dict):
+                raise UserError(f"--set {text!r}: {walked or 'the top level'} is not a mapping.")
+            if not last and step not in node:
+                node[step] = {}
+        walked += f"[{step}]" if isinstance(step, int) else (f".{step}" if walked else step)
+        if last:
+            node[step] = value
+        else:
+            node = node[step]
+
+
+def _list_index(items: list[Any], token: str) -> int | None:
+    if re.fullmatch(r"-?\d+", token):
+        index = int(token)
+        return index if -len(items) <= index < len(items) else None
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and token in (item.get("name"), item.get("label")) or item == token:
+            return i
+    return None
+
+
+# ---- merging defaults into cases ------------------------------------------------------------------
+
+
+def _is_set(model: Any, keys: Loc) -> bool:
+    for key in keys:
+        if isinstance(key, int):
+            if not isinstance(model, list) or key >= len(model):
+                return False
+            model = model[key]
+        elif not isinstance(model, BaseModel) or key not in model.model_fields_set:
+            return False
+        else:
+            model = getattr(model, key)
+    return True
+
+
+@dataclass
+class _Origin:
+    """Where a merged value came from, so an error names the key the user actually wrote."""
+
+    doc: SuiteFile
+    index: int
+    options: dict[str, str] = field(default_factory=dict)  # case key -> the option that overrode it
+    arms: list[int | None] | None = None  # after --arms: each arm's index in the file (None: added)
+
+    def case_key(self, *keys: str | int) -> str:
+        if keys[0] in self.options:
+            return self.options[str(keys[0])]
+        base: Loc = ("cases", self.index)
+        if not _is_set(self.doc.cases[self.index], keys) and _is_set(self.doc.defaults, keys):
+            base = ("defaults",)
+        return key_path(base + keys)
+
+    def teleport_key(self, opt: int, arm: int, name: str) -> str:
+        """The most specific level that set teleport `name`: arm, optimizer, case, then defaults."""
+        case, defaults = self.doc.cases[self.index], self.doc.defaults
+        written = arm if self.arms is None else self.arms[arm]
+        levels: list[Loc] = [("optimizers", opt, "teleport", name), ("teleport", name)]
+        if written is not None:
+            levels.insert(0, ("arms", written, "teleport", name))
+        for keys in levels:
+            for base, model in ((("cases", self.index), case), (("defaults",), defaults)):
+                if _is_set(model, keys):
+                    return key_path(base + keys)
+        return f"teleport.{name} (default)"
+
+
+def _merge(defaults: CaseSettings, case: CaseInput) -> dict[str, Any]:
+    """defaults ← case; `model` and `teleport` merge key by key, every other key is replaced whole."""
+    merged = {**{k: getattr(defaults, k) for k in CaseSettings.model_fields}, **case.given()}
+    if defaults.model is not None and case.model is not None:
+        merged["model"] = ModelConfig(**{**defaults.model.given(), **case.model.given()})
+    merged["teleport"] = TeleportSettings(**{**defaults.teleport.given(), **case.teleport.given()})
+    return merged
+
+
+def teleport_settings(case: Case, optimizer: OptimizerConfig, arm: ArmConfig) -> TeleportSettings:
+    """The settings one trial teleports with: case ← optimizer ← arm (the case already holds defaults)."""
+    return TeleportSettings(**{**case.teleport.given(), **optimizer.teleport.given(), **arm.teleport.given()})
+
+
+def _apply_overrides(merged: dict[str, Any], ov: Overrides, origin: _Origin) -> None:
+    for key, option, value in (
+        ("seeds", "--seeds", ov.seeds),
+        ("devices", "--devices", ov.devices),
+        ("eval_every", "--eval-every", ov.eval_every),
+        ("budget", "--budget-steps", None if ov.budget_steps is None else BudgetConfig(steps=ov.budget_steps)),
+    ):
+        if value is not None:
+            merged[key] = value
+            origin.options[key] = option
+
+
+# ---- checks across keys -----------------------------------------------------------------------------
+
+
+def _fail(source: str, path: str, problem: str) -> UserError:
+    return UserError(f"{source}: {path}: {problem}.")
+
+
+def _check_model(source: str, case: Case, origin: _Origin) -> None:
+    widths = case.model.widths
+    assert widths is not None
+    try:
+        shape = registry.dataset_shape(case.dataset.name, case.dataset.params)
+    except (UserError, ValueError) as exc:  # the data module rejects parameters with a UserError
+        raise _fail(source, origin.case_key("dataset"), str(exc).rstrip(".")) from None
+    if shape is None:
+        return
+    n_in, n_out = shape
+    path = origin.case_key("model", "widths")
+    if widths[0] != n_in:
+        raise _fail(source, path, f"the first width must be the {n_in} input features of {case.dataset.name}, "
+                                  f"got {widths[0]}; use e.g. [{n_in}, 32, {n_out}]")
+    if widths[-1] != n_out:
+        raise _fail(source, path, f"the last width must be the {n_out} outputs of {case.dataset.name}, "
+                                  f"got {widths[-1]}; use e.g. [{n_in}, 32, {n_out}]")
+
+
+def _label_optimizers(source: str, case: Case, origin: _Origin) -> None:
+    """Unlabelled optimizers are named after themselves, or name-lr<lr> when one name appears twice."""
+    names = [o.name for o in case.optimizers]
+    labelled = []
+    for opt in case.optimizers:
+        label = opt.label or (opt.name if names.count(opt.name) == 1 else f"{opt.name}-lr{opt.lr:g}")
+        labelled.append(opt.model_copy(update={"label": label}))
+    case.optimizers = labelled
+    seen: dict[str, int] = {}
+    for j, opt in enumerate(labelled):
+        if opt.label in seen:
+            raise _fail(source, origin.case_key("optimizers", j), f"optimizer label {opt.label!r} repeats "
+                        f"optimizers[{seen[opt.label]}]; give each entry a distinct `label`")
+        seen[str(opt.label)] = j
+
+
+def _check_optimizer_kwargs(source: str, case: Case, origin: _Origin) -> None:
+    for j, opt in enumerate(case.optimizers):
+        allowed = registry.optimizer_kwargs_allowed(opt.name)
+        for key in opt.kwargs:
+            if key == "lr":
+                raise _fail(source, origin.case_key("optimizers", j, "kwargs"), "lr belongs in the optimizer's "
+                            "own `lr` key, not in kwargs")
+            if key not in allowed:
+                near = difflib.get_close_matches(key, allowed, n=1)
+                hint = f"did you mean {near[0]!r}? " if near else ""
+                raise _fail(source, origin.case_key("optimizers", j, "kwargs") + f".{key}",
+                            f"{opt.name} takes no argument {key!r}; {hint}allowed: {', '.join(allowed)}")
+
+
+def _check_arms(source: str, case: Case, origin: _Origin) -> None:
+    seen: dict[str, int] = {}
+    for k, arm in enumerate(case.arms):
+        if arm.name in seen:
+            raise _fail(source, origin.case_key("arms", k), f"arm label {arm.name!r} repeats arms[{seen[arm.name]}]; "
+                        "give each arm a distinct name, e.g. {name: teleport-keep, kind: teleport}")
+        seen[arm.name] = k
+
+
+def _check_batches_and_groups(source: str, case: Case, origin: _Origin) -> None:
+    """Batches must fit the training split; teleports must fit the group and the activation."""
+    n_train = registry.dataset_train_size(case.dataset.name, case.dataset.params)
+    if n_train is not None and case.batch_size > n_train:
+        raise _fail(source, origin.case_key("batch_size"), f"{case.batch_size} is larger than the {n_train} "
+                    f"training samples of {case.dataset.name}; use at most {n_train}")
+    activation = case.model.activation
+    for j, opt in enumerate(case.optimizers):
+        for k, arm in enumerate(case.arms):
+            if arm.kind not in ("teleport", "random-teleport"):
+                continue
+            tp = teleport_settings(case, opt, arm)
+            fits = registry.GROUP_ACTIVATIONS.get(tp.group)
+            if fits is not None and activation not in fits:
+                needs = f"{', '.join(fits[:-1])} or {fits[-1]}" if len(fits) > 1 else fits[0]
+                group_key = origin.teleport_key(j, k, "group")
+                activation_key = origin.case_key("model", "activation")
+                if group_key.endswith("(default)"):
+                    raise _fail(source, activation_key, f"{activation!r} does not fit the default teleport group "
+                                f"{tp.group!r}, which needs {needs}; change the activation or set teleport.group")
+                raise _fail(source, group_key, f"group {tp.group!r} needs a {needs} activation but "
+                            f"{activation_key} is {activation!r}; change one of them")
+            if tp.group == "gl-data" and case.model.negative_slope == 0:
+                raise _fail(source, origin.case_key("model", "negative_slope"), "group 'gl-data' needs an "
+                            "invertible activation, so a leaky_relu slope other than 0")
+            if n_train is not None and tp.batch_size > n_train:
+                raise _fail(source, origin.teleport_key(j, k, "batch_size"),
+                            f"teleport batch {tp.batch_size} is larger than the {n_train} training samples of "
+                            f"{case.dataset.name}; use at most {n_train}")
+
+
+def _check_target(source: str, case: Case, origin: _Origin, arms_option: bool) -> None:
+    if case.target.value is None and not any(a.kind == "baseline" for a in case.arms):
+        fix = "keep baseline in --arms" if arms_option else "add `baseline` to the arms"
+        raise _fail(source, origin.case_key("target"), f"a baseline_final target needs a baseline arm; {fix} "
+                    "or give an absolute `value`")
+
+
+def _note(notes: list[str], text: str) -> None:
+    """Settings inherited from defaults would repeat a note once per case; keep one."""
+    if text not in notes:
+        notes.append(text)
+
+
+def _resolve_devices(source: str, case: Case, origin: _Origin, notes: list[str]) -> None:
+    """`auto` becomes cuda or cpu (with a note); CUDA asked for where there is none is an error."""
+    wanted = case.devices
+    count = registry.cuda_device_count() if any(d != "cpu" for d in wanted) else 0
+    resolved: list[str] = []
+    for name in wanted:
+        if name == "auto":
+            name = "cuda" if count else "cpu"
+            if not count:
+                _note(notes, f"{origin.case_key('devices')}: auto runs on cpu, because no CUDA device is visible.")
+        elif name.startswith("cuda"):
+            index = int(name.partition(":")[2] or 0)
+            if index >= count:
+                have = f"only {count} CUDA device(s) exist" if count else "no CUDA device is visible"
+                raise _fail(source, origin.case_key("devices"), f"{name!r} was asked for but {have}; use cpu, "
+                            "or auto to run on CUDA only where it exists")
+        if name not in resolved:
+            resolved.append(name)
+    case.devices = resolved
+
+
+def _note_schedules(case: Case, origin: _Origin, notes: list[str]) -> None:
+    if case.budget.steps is None:
+        return
+    for j, opt in enumerate(case.optimizers):
+        for k, arm in enumerate(case.arms):
+            if arm.kind == "baseline":
+                continue
+            schedule = teleport_settings(case, opt, arm).schedule
+            late = [s for s in schedule.at_steps or [] if s >= case.budget.steps]
+            if late:
+                _note(notes, f"{origin.teleport_key(j, k, 'schedule')}: steps {late} lie past the budget of "
+                      f"{case.budget.steps} steps and never happen.")
+
+
+def _resolve_case(source: str, doc: SuiteFile, index: int, ov: Overrides, notes: list[str],
+                  check_devices: bool) -> Case:
+    origin = _Origin(doc, index)
+    merged = _merge(doc.defaults, doc.cases[index])
+    _apply_overrides(merged, ov, origin)
+    for key in ("dataset", "model", "optimizers", "budget"):  # the settings with no built-in default
+        if merged[key] is None:
+            raise _fail(source, f"cases[{index}].{key}", f"is missing; set `{key}` in the case or under defaults "
+                        "(see docs/suite-format.md)")
+    case = Case(**merged)
+    if case.model.widths is None:
+        raise _fail(source, origin.case_key("model") + ".widths", "is missing; list the layer widths from the "
+                    "input features to the outputs, e.g. [64, 32, 10]")
+    _check_model(source, case, origin)
+    _label_optimizers(source, case, origin)
+    _check_optimizer_kwargs(source, case, origin)
+    _check_arms(source, case, origin)
+    if ov.arms is not None:
+        origin.arms = _select_arms(case, ov.arms)
+    _check_target(source, case, origin, ov.arms is not None)
+    _check_batches_and_groups(source, case, origin)
+    if check_devices:
+        _resolve_devices(source, case, origin, notes)
+    _note_schedules(case, origin, notes)
+    return case
+
+
+def _check_arm_labels(source: str, doc: SuiteFile, wanted: list[str]) -> None:
+    known = {a.name for settings in (doc.defaults, *doc.cases) for a in settings.arms}
+    for label in wanted:
+        if label not in known and label not in ARMS:
+            choices = sorted(known | set(ARMS))
+            near = difflib.get_close_matches(label, choices, n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise UserError(f"--arms: {source} defines no arm {label!r}; {hint}choose from {', '.join(choices)}.")
+
+
+def _select_arms(case: Case, wanted: list[str]) -> list[int | None]:
+    """Keep the wanted labels in the given order, adding built-in kinds the case lacks.
+
+    Returns each kept arm's index in the file (None for an added one), so errors still point there.
+    """
+    written = {a.name: k for k, a in enumerate(case.arms)}
+    keep = [label for label in wanted if label in written or label in ARMS]
+    arms = case.arms
+    case.arms = [arms[written[label]] if label in written else ArmConfig(name=label) for label in keep]
+    return [written.get(label) for label in keep]
+
+
+def _select_cases(source: str, cases: list[Case], wanted: list[str]) -> list[Case]:
+    names = [c.name for c in cases]
+    for name in wanted:
+        if name not in names:
+            try:
+                check_name("case", name, tuple(names))
+            except ValueError as exc:
+                raise UserError(f"--cases: {source} has {exc}.") from None
+    return [c for c in cases if c.name in wanted]
+
+
+def load_suite(path: str | Path, overrides: Overrides | None = None, *, check_devices: bool = True) -> Suite:
+    """Read, override, validate and resolve a suite; raises UserError with one sentence on any problem.
+
+    `check_devices=False` skips resolving `auto` and checking CUDA (for planning on another machine).
+    """
+    ov = overrides or Overrides()
+    path = Path(path)
+    source = str(path)
+    raw = _read_yaml(path)
+    for text in ov.sets:
+        _apply_set(raw, text)
+    try:
+        doc = SuiteFile.model_validate(raw)
+    except ValidationError as exc:
+        raise validation_error(source, exc, SuiteFile) from None
+    if ov.arms is not None:
+        _check_arm_labels(source, doc, ov.arms)
+    notes: list[str] = []
+    cases = [_resolve_case(source, doc, i, ov, notes, check_devices) for i in range(len(doc.cases))]
+    first: dict[str, int] = {}
+    for i, case in enumerate(cases):
+        if case.name in first:
+            raise _fail(source, f"cases[{i}].name", f"case name {case.name!r} repeats cases[{first[case.name]}]; "
+                        "give each case a distinct name")
+        first[case.name] = i
+    if ov.cases is not None:
+        cases = _select_cases(source, cases, ov.cases)
+    return Suite(name=doc.name, description=doc.description, defaults=doc.defaults, cases=cases,
+                 executor=doc.executor, source=path, notes=notes)
+
+
+# ---- expansion --------------------------------------------------------------------------------------
+
+
+def expand(suite: Suite) -> list[TrialSpec]:
+    """The plan, seed-major: for each case, optimizer, device and seed, all arms side by side.
+
+    The arms of one pair_key are adjacent, so an executor can run them interleaved.
+    """
+    plan: list[TrialSpec] = []
+    for case in suite.cases:
+        widths = case.model.widths
+        assert widths is not None
+        dataset = DatasetSpec(name=case.dataset.name, params=freeze(case.dataset.params))
+        model = ModelSpec(widths=tuple(widths), activation=case.model.activation,
+                          negative_slope=case.model.negative_slope, bias=case.model.bias)
+        for opt in case.optimizers:
+            optimizer = OptimizerSpec(name=opt.name, lr=opt.lr, kwargs=freeze(opt.kwargs))
+            for device in case.devices:
+                for seed in case.seeds:
+                    for arm in case.arms:
+                        teleport = None if arm.kind == "baseline" else teleport_settings(case, opt, arm).to_spec()
+                        plan.append(TrialSpec(
+                            suite=suite.name, case=case.name, arm=arm.name, arm_kind=str(arm.kind),
+                            dataset=dataset, model=model, optimizer=optimizer, optimizer_label=str(opt.label),
+                            teleport=teleport, device=device, seed=seed, batch_size=case.batch_size,
+                            budget=case.budget.to_spec(), eval_every=case.eval_every,
+                            target=case.target.to_spec(), eval_batch_size=case.eval_batch_size,
+                        ))
+    return plan
