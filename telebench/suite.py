@@ -494,6 +494,8 @@ def load_suite(path: str | Path, overrides: Overrides | None = None, *, check_de
     raw = _read_yaml(path)
     for text in ov.sets:
         _apply_set(raw, text)
+    if raw.get("kind") == "meta":
+        return _load_meta(path, raw, ov)
     try:
         doc = SuiteFile.model_validate(raw)
     except ValidationError as exc:
@@ -512,6 +514,16 @@ def load_suite(path: str | Path, overrides: Overrides | None = None, *, check_de
         cases = _select_cases(source, cases, ov.cases)
     return Suite(name=doc.name, description=doc.description, defaults=doc.defaults, cases=cases,
                  executor=doc.executor, source=path, notes=notes)
+
+
+def _load_meta(path: Path, raw: dict[str, Any], ov: Overrides) -> Suite:
+    """A `kind: meta` suite (meta-learned optimizers, not trials): validated by telebench.meta and
+    wrapped so `run` can dispatch on `kind`; it expands to no trials."""
+    from telebench.meta.suite import load_meta_suite
+
+    meta = load_meta_suite(path, raw, ov)
+    return Suite(name=meta.name, description=meta.description, defaults=CaseSettings(), cases=[], executor="local",
+                 source=path, notes=meta.notes, kind="meta", meta=meta)
 
 
 # ---- expansion --------------------------------------------------------------------------------------

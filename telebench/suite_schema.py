@@ -285,6 +285,7 @@ class SuiteFile(Strict):
     defaults: CaseSettings = Field(default_factory=CaseSettings)
     cases: list[CaseInput] = Field(min_length=1)
     executor: str = "local"
+    kind: Literal["train", "meta"] = "train"  # `meta` suites are dispatched to telebench.meta before this model
 
     @field_validator("name")
     @classmethod
@@ -329,3 +330,5 @@ class Suite(BaseModel):
     executor: str
     source: Path
     notes: list[str] = Field(default_factory=list)  # things the user should see (e.g. `auto` fell back to cpu)
+    kind: Literal["train", "meta"] = "train"
+    meta: Any = None  # kind meta: the validated telebench.meta.MetaSuite (cases is then empty)

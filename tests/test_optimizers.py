@@ -1,8 +1,9 @@
-"""make_optimizer per name, kwarg checking, and the reset/keep state policies."""
+"""make_optimizer per name, kwarg checking, and the reset/keep/transport state policies."""
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -144,11 +145,39 @@ def test_keep_leaves_the_state_alone(name: str) -> None:
             )
 
 
-def test_transport_is_not_here_yet_and_unknown_policies_are_user_errors() -> None:
-    spec = OptimizerSpec("adam", 1e-3)
+@pytest.mark.parametrize("name", STATEFUL)
+def test_transport_maps_the_state_in_place_and_unknown_policies_are_user_errors(name: str) -> None:
+    """Details and the maths are in tests/test_transport.py; here only the policy's contract."""
+    spec = OptimizerSpec(name, lr=0.01)
     model = _model()
     optimizer = make_optimizer(spec, model.parameters())
-    with pytest.raises(NotImplementedError, match="issue 4"):
-        apply_state_policy(optimizer, "transport", spec, model.parameters(), transforms=[])
+    _train(model, optimizer, 4)
+    snapshot = copy.deepcopy(optimizer.state_dict())
+    s = torch.full((6,), 2.0)  # rescale the hidden units by 2: W0, b0 × 2, W1 ÷ 2
+    with torch.no_grad():
+        model[0].weight.mul_(2.0)
+        model[0].bias.mul_(2.0)
+        model[2].weight.div_(2.0)
+    moved = apply_state_policy(
+        optimizer, "transport", spec, list(model.parameters()),
+        [_Transform(0, torch.diag(s), torch.diag(1 / s))],
+    )
+    assert moved is optimizer
+    first_moment = {"momentum": "momentum_buffer", "adam": "exp_avg"}
+    second_moment = {"adagrad": "sum", "rmsprop": "square_avg", "adam": "exp_avg_sq"}
+    w0 = 0  # state index of the first weight: its gradient scales by 1/2, its second moment by 1/4
+    if name in first_moment:
+        old = snapshot["state"][w0][first_moment[name]]
+        assert torch.allclose(optimizer.state_dict()["state"][w0][first_moment[name]], old / 2)
+    if name in second_moment:
+        old = snapshot["state"][w0][second_moment[name]]
+        assert torch.allclose(optimizer.state_dict()["state"][w0][second_moment[name]], old / 4)
     with pytest.raises(UserError, match=r"'restart' is unknown; use one of reset, keep, transport"):
         apply_state_policy(optimizer, "restart", spec, model.parameters())
+
+
+@dataclass
+class _Transform:
+    layer: int
+    left: torch.Tensor
+    right: torch.Tensor

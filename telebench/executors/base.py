@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from telebench.spec import TrialSpec
@@ -13,12 +15,58 @@ from telebench.training.loop import PairRunner, ProgressFn
 TrialCallback = Callable[[dict[str, Any]], None]
 
 
+@dataclass(frozen=True)
+class WorkerStatus:
+    """What one worker process (a pool worker or a Ray worker) is doing, for a per-worker display."""
+
+    host: str
+    pid: int
+    running: tuple[TrialSpec, ...] = ()  # the arms of the pair it trains now; empty when idle
+    finished: int = 0  # trials it has handed back in this run
+    alive: bool = True  # False once the process died (its pair is retried elsewhere)
+
+    @property
+    def label(self) -> str:
+        return f"{self.host}:{self.pid}"
+
+
+WorkerCallback = Callable[[WorkerStatus], None]
+
+
 class Executor(Protocol):
     name: str
 
-    def run(self, pairs: list[list[TrialSpec]], on_trial: TrialCallback, on_progress: ProgressFn | None) -> None:
-        """Run every pair; call `on_trial` once per finished trial, in the caller's process."""
+    def run(
+        self,
+        pairs: list[list[TrialSpec]],
+        on_trial: TrialCallback,
+        on_progress: ProgressFn | None,
+        on_worker: WorkerCallback | None = None,
+    ) -> None:
+        """Run every pair; call `on_trial` once per finished trial, in the caller's process.
+
+        `on_progress(spec, delta)` advances a trial by a fraction of its budget; `on_worker` (optional)
+        hears whenever a worker starts a pair, finishes one or dies. A KeyboardInterrupt cancels the
+        outstanding pairs and propagates, after every trial already handed to `on_trial`."""
         ...
+
+
+def available_cpus() -> int:
+    """Cores this process may use (the affinity mask, which containers and `taskset` narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def device_key(device: str) -> str:
+    """One name per physical device, so `cuda` and `cuda:0` count as the same device."""
+    name = device.strip().lower()
+    if name == "auto":
+        import torch
+
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda:0" if name == "cuda" else name
 
 
 def error_records(specs: list[TrialSpec], message: str, tb: str | None = None) -> list[dict[str, Any]]:

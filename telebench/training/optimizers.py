@@ -17,6 +17,7 @@ import torch
 
 from telebench.errors import UserError
 from telebench.spec import STATE_POLICIES, OptimizerSpec, thaw
+from telebench.training.transport import GroupElement, transport_state
 
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam")
 
@@ -76,18 +77,21 @@ def apply_state_policy(
     policy: str,
     spec: OptimizerSpec,
     params: Iterable[torch.Tensor],
-    transforms: Sequence[Any] | None = None,
+    transforms: Sequence[GroupElement] | None = None,
 ) -> torch.optim.Optimizer:
     """What happens to the optimizer's state after the weights are teleported in place.
 
     reset: a fresh optimizer over the same parameter tensors, as the paper's code does (momentum,
     accumulators and Adam's step count all start from zero). keep: the same optimizer, its state
-    untouched. transport: map the state through the applied group elements (`transforms`).
+    untouched. transport: the same optimizer, its state mapped in place through the applied group
+    elements (`transforms`, one per hidden layer; None or empty means nothing moved), see
+    docs/state-transport.md.
     """
     if policy == "reset":
         return make_optimizer(spec, params)
     if policy == "keep":
         return optimizer
     if policy == "transport":
-        raise NotImplementedError("transport arrives with issue 4")
+        transport_state(optimizer, list(params), transforms or [])
+        return optimizer
     raise UserError(f"optimizer state policy {policy!r} is unknown; use one of {', '.join(STATE_POLICIES)}.")

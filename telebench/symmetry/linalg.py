@@ -1,0 +1,100 @@
+"""Small numerical kernels the groups need: a matrix exponential and a fixed-matrix least-squares solver."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def expm(a: Tensor) -> Tensor:
+    """Matrix exponential of a batch of square matrices (``… × n × n``), by scaling and squaring a
+    Taylor series, without host synchronisation on accelerators.
+
+    ``torch.linalg.matrix_exp`` reads the norms on the host to pick its degree, one synchronisation
+    per call on CUDA, and on CPU it is slow for the small matrices a teleport uses. Here, on CPU
+    (where reading a norm is free) the degree and number of squarings follow the actual norm, so
+    the small steps of a teleport cost a few matrix products; elsewhere both are fixed for the
+    dtype and the squarings are masked on the device (:func:`expm_on_device`). Scaling to
+    ‖A/2ˢ‖₁ ≤ 1 and stopping the series below a quarter of the unit roundoff keeps the result
+    within a few ulps times 2ˢ of the exact exponential.
+    """
+    if a.device.type != "cpu":
+        return expm_on_device(a)
+    norm = float(torch.linalg.matrix_norm(a, ord=1).amax())
+    if not math.isfinite(norm):
+        return torch.linalg.matrix_exp(a)
+    squarings = max(0, math.ceil(math.log2(norm))) if norm > 1 else 0
+    xn = norm / 2**squarings
+    degree, term = 1, xn * xn / 2  # term = ‖x‖^(p+1) / (p+1)!; the remainder is below 1.5·term for ‖x‖ ≤ 1
+    while term > _TAYLOR_TOLERANCE[a.dtype] and degree < 30:
+        degree += 1
+        term *= xn / (degree + 1)
+    e = _taylor(a / 2**squarings if squarings else a, degree)
+    for _ in range(squarings):
+        e = e @ e
+    return e
+
+
+_TAYLOR_TOLERANCE = {torch.float16: 2.5e-4, torch.bfloat16: 2e-3, torch.float32: 3e-8, torch.float64: 5e-17}
+_DEVICE_DEGREE = {torch.float16: 6, torch.bfloat16: 5, torch.float32: 10, torch.float64: 18}  # 1/(p+1)! ≤ tolerance
+_DEVICE_SQUARINGS = 12  # accurate for ‖A‖₁ ≤ 4096; larger arguments lose accuracy rather than synchronise
+
+
+def expm_on_device(a: Tensor) -> Tensor:
+    """The synchronisation-free variant: scale by 2⁻ˢ with s = ⌈log₂‖A‖₁⌉ computed on the device,
+    a Taylor series of fixed degree, then 12 squarings of which only the first s take effect."""
+    norm = torch.linalg.matrix_norm(a, ord=1)
+    s = torch.log2(norm).ceil().clamp(0, _DEVICE_SQUARINGS)
+    e = _taylor(a * torch.exp2(-s)[..., None, None], _DEVICE_DEGREE[a.dtype])
+    for i in range(_DEVICE_SQUARINGS):
+        e = torch.where((s > i)[..., None, None], e @ e, e)
+    return e
+
+
+def _taylor(x: Tensor, degree: int) -> Tensor:
+    """I + x + x²/2 + … + x^p/p! by Horner's rule."""
+    eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
+    e = torch.add(eye, x, alpha=1 / degree)
+    if x.dim() == 2:
+        for k in range(degree - 1, 0, -1):
+            e = torch.addmm(eye, x, e, alpha=1 / k)
+        return e
+    flat_x = x.reshape(-1, *x.shape[-2:])
+    e = e.reshape(flat_x.shape)
+    for k in range(degree - 1, 0, -1):
+        e = torch.baddbmm(eye, flat_x, e, alpha=1 / k)
+    return e.reshape(x.shape)
+
+
+class LeastSquares:
+    """Minimum-norm least squares ``D = argmin ‖P D − E‖`` for one fixed ``P`` (b × n), via one QR.
+
+    Tall P (b ≥ n, full column rank): P = Q R and D = R⁻¹ Qᵀ E. Wide P (b < n): Pᵀ = Q R and the
+    minimum-norm solution is D = Q R⁻ᵀ E. QR keeps the error proportional to cond(P) (normal equations
+    square it), handles both shapes on CUDA (torch.linalg.lstsq's CUDA driver takes only tall
+    matrices), back-propagates through triangular solves instead of lstsq's SVD-based backward,
+    and never forms the pseudo-inverse. A rank-deficient P gives non-finite weights, which the
+    teleport's invariance check rejects.
+    """
+
+    def __init__(self, p: Tensor) -> None:
+        self.tall = p.shape[0] >= p.shape[1]
+        self.q, self.r = torch.linalg.qr(p if self.tall else p.mT)
+
+    def solve(self, e: Tensor) -> Tensor:
+        """P⁺ E."""
+        if self.tall:
+            return torch.linalg.solve_triangular(self.r, self.q.mT @ e, upper=True)
+        return self.q @ torch.linalg.solve_triangular(self.r.mT, e, upper=False)
+
+    def solve_adjoint(self, f: Tensor) -> Tensor:
+        """(P⁺)ᵀ F."""
+        if self.tall:
+            return self.q @ torch.linalg.solve_triangular(self.r.mT, f, upper=False)
+        return torch.linalg.solve_triangular(self.r, self.q.mT @ f, upper=True)
+
+    def residual(self, x: Tensor) -> Tensor:
+        """(I − P P⁺) X: the part of X outside P's column span (zero when P has full row rank)."""
+        return x - self.q @ (self.q.mT @ x) if self.tall else torch.zeros_like(x)

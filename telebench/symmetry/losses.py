@@ -1,0 +1,101 @@
+"""The loss as a function of the network's output: its value, gradient and Hessian-vector product.
+
+The hand-written backward and R-operator passes in :mod:`telebench.symmetry.problem` need only
+these three things from ``loss_fn``. Any loss works through autograd; the two losses the training
+loop uses, mean cross-entropy with class-index targets and mean squared error, also have closed
+forms, which skip autograd's graph building (about a third of a gradient evaluation per teleport
+step at the paper's batch of 200).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+Hvp = Callable[[Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class OutputDerivatives:
+    """At one output: the loss, ∂ℓ/∂output, and v ↦ ∇²ℓ·v (None unless asked for)."""
+
+    loss: Tensor
+    gradient: Tensor
+    hvp: Hvp | None
+
+
+class Head:
+    """Autograd on ``loss_fn(output_modules(out), targets)``: works for any twice-differentiable loss."""
+
+    def __init__(self, loss_fn: LossFn, targets: Tensor, output: Callable[[Tensor], Tensor]) -> None:
+        self.loss_fn, self.targets, self.output = loss_fn, targets, output
+
+    def derivatives(self, out: Tensor, second: bool) -> OutputDerivatives:
+        with torch.enable_grad():
+            leaf = out.detach().requires_grad_()
+            loss = self.loss_fn(self.output(leaf), self.targets)
+            if loss.dim() != 0:
+                raise ValueError(f"loss_fn must return a scalar, got a tensor of shape {tuple(loss.shape)}.")
+            (gradient,) = torch.autograd.grad(loss, leaf, create_graph=second)
+
+        def hvp(v: Tensor) -> Tensor:
+            with torch.enable_grad():
+                return torch.autograd.grad(gradient, leaf, v, retain_graph=True)[0]
+
+        return OutputDerivatives(loss.detach(), gradient.detach(), hvp if second else None)
+
+
+class CrossEntropyHead(Head):
+    """Mean cross-entropy over class indices: ∇ = (p − onehot(y))/b, ∇²v = (p ⊙ v − p (pᵀv))/b."""
+
+    def derivatives(self, out: Tensor, second: bool) -> OutputDerivatives:
+        b = out.shape[0]
+        p = torch.softmax(out, dim=-1)
+        gradient = p.scatter_add(1, self.targets[:, None], p.new_full((b, 1), -1.0)).div_(b)
+
+        def hvp(v: Tensor) -> Tensor:
+            pv = p * v
+            return pv.sub_(p * pv.sum(-1, keepdim=True)).div_(b)
+
+        return OutputDerivatives(F.cross_entropy(out, self.targets), gradient, hvp if second else None)
+
+
+class MeanSquaredErrorHead(Head):
+    """Mean squared error over every output entry: ∇ = 2(out − t)/N, ∇²v = 2v/N."""
+
+    def derivatives(self, out: Tensor, second: bool) -> OutputDerivatives:
+        scale = 2.0 / out.numel()
+        return OutputDerivatives(F.mse_loss(out, self.targets), (out - self.targets).mul_(scale),
+                                 (lambda v: v * scale) if second else None)
+
+
+def _plain(loss_fn: LossFn, function: LossFn, module: type[nn.Module], **defaults: object) -> bool:
+    """Whether ``loss_fn`` is ``function`` itself or an instance of ``module`` left at its defaults."""
+    if loss_fn is function:
+        return True
+    return type(loss_fn) is module and all(getattr(loss_fn, k, None) == v for k, v in defaults.items())
+
+
+def head_for(loss_fn: LossFn, targets: Tensor, output: Callable[[Tensor], Tensor] | None, out_features: int) -> Head:
+    """The closed-form head when ``loss_fn`` is one of the known losses used plainly, else autograd."""
+    if output is None:
+        if (
+            _plain(loss_fn, F.cross_entropy, nn.CrossEntropyLoss, weight=None, reduction="mean", label_smoothing=0.0)
+            and targets.dim() == 1
+            and not targets.is_floating_point()
+            and bool((targets >= 0).all())  # no ignore_index targets (one read, before the search)
+        ):
+            return CrossEntropyHead(loss_fn, targets, lambda o: o)
+        if (
+            _plain(loss_fn, F.mse_loss, nn.MSELoss, reduction="mean")
+            and targets.is_floating_point()
+            and targets.dim() == 2
+            and targets.shape[1] == out_features
+        ):
+            return MeanSquaredErrorHead(loss_fn, targets, lambda o: o)
+    return Head(loss_fn, targets, output or (lambda o: o))
