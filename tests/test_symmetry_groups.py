@@ -267,3 +267,26 @@ def test_supported_extras_flatten_prefix_and_output_log_softmax():
     arch = check_model(model, "rescale")
     x = torch.randn(4, 2, 3)
     assert torch.allclose(arch.forward(arch.params(), arch.prepare_inputs(x)), model(x))
+
+
+@pytest.mark.parametrize("group,act", [("rescale", nn.ReLU()), ("linear", nn.Identity()), ("gl-data", nn.Tanh())])
+def test_the_true_action_is_differentiable_along_a_curve(group, act):
+    """Objectives such as the curvature of exp(tM)·w differentiate the action itself, away from g = I."""
+    torch.manual_seed(8)
+    grp = get_group(group)
+    arch = check_model(gl_net(act=act), grp)
+    params = arch.params()
+    problem = Problem(arch, torch.randn(30, 6, dtype=torch.float64), torch.randint(0, 3, (30,)), F.cross_entropy)
+    state = grp.prepare(arch, params, problem.inputs)
+    direction = grp.sample(arch, params[0][0])
+
+    def loss_at(t: torch.Tensor) -> torch.Tensor:
+        g, g_inv = grp.element([t * d for d in direction])
+        return problem.loss(grp.act(arch, params, g, g_inv, state)[0])
+
+    t = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    (slope,) = torch.autograd.grad(loss_at(t), t)
+    with torch.no_grad():
+        step = torch.tensor(1e-6, dtype=torch.float64)
+        numeric = (loss_at(t.detach() + step) - loss_at(t.detach() - step)) / (2 * step)
+    assert float(slope) == pytest.approx(float(numeric), rel=1e-5, abs=1e-9)

@@ -299,3 +299,11 @@ def test_parameters_untouched_by_the_search_until_the_write():
     assert outcome.steps_taken == 10
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(before, flat(outcome.params), strict=True))
+
+
+def test_inputs_and_regression_targets_are_moved_to_the_models_dtype():
+    torch.manual_seed(12)
+    model = mlp((3, 4, 2), nn.ReLU)  # float64
+    x, y = torch.randn(10, 3), torch.randn(10, 2)  # float32
+    rec = teleport(model, x, y, F.mse_loss, held_out=(torch.randn(5, 3), torch.randn(5, 2)))
+    assert rec.accepted and abs(rec.relative_loss_change) < 1e-12

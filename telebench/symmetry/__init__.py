@@ -3,10 +3,15 @@
     from telebench.symmetry import teleport
     record = teleport(model, x, y, loss_fn, group="rescale", objective="grad_norm", steps=10, lr=1e-2)
 
-The maths knows nothing of suites, files or terminals; see ``teleport`` for the options.
+Modules, one job each: ``architecture`` reads the nn.Sequential; ``groups`` holds the group actions
+(registry ``GROUPS``); ``objectives`` the teleport objectives (registry ``OBJECTIVES``); ``problem``
+and ``losses`` the hand-written gradient and Hessian-vector passes; ``search`` the K-step search;
+``teleport`` the in-place move, invariance check and record; ``phases`` the profiler labels;
+``linalg`` a matrix exponential and a least-squares solver. The maths knows nothing of suites,
+files or terminals.
 """
 
-from telebench.symmetry.architecture import Architecture, SymmetryError
+from telebench.symmetry.architecture import Architecture, SymmetryError, parse
 from telebench.symmetry.groups import (
     GROUPS,
     ExactGroup,
@@ -19,6 +24,7 @@ from telebench.symmetry.groups import (
 )
 from telebench.symmetry.objectives import OBJECTIVES, Evaluation, GradNorm, Objective, get_objective
 from telebench.symmetry.problem import Problem
+from telebench.symmetry.search import Settings, search
 from telebench.symmetry.teleport import LayerTransform, TeleportRecord, teleport
 
 __all__ = [
@@ -35,10 +41,13 @@ __all__ = [
     "Objective",
     "Problem",
     "RescaleGroup",
+    "Settings",
     "SymmetryError",
     "TeleportRecord",
     "check_model",
     "get_group",
     "get_objective",
+    "parse",
+    "search",
     "teleport",
 ]

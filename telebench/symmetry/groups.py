@@ -35,26 +35,6 @@ Element = list[Tensor]
 PARAMETRIZATIONS = ("exp", "linear")
 
 
-def _pad_stack(mats: Sequence[Tensor]) -> tuple[Tensor, list[int]]:
-    """Stack square matrices of different sizes into one batch, zero-padded to the largest.
-
-    Zero padding commutes with the maps batched below: exp(T ⊕ 0) = exp(T) ⊕ I and
-    (I + T ⊕ 0)⁻¹ = (I + T)⁻¹ ⊕ I, so one batched call replaces one call per layer.
-    """
-    sizes = [t.shape[-1] for t in mats]
-    n = max(sizes)
-    if all(s == n for s in sizes):
-        return torch.stack(list(mats)), sizes
-    out = mats[0].new_zeros((len(mats), n, n))
-    for i, (t, s) in enumerate(zip(mats, sizes, strict=True)):
-        out[i, :s, :s] = t
-    return out, sizes
-
-
-def _unstack(batch: Tensor, sizes: Sequence[int], offset: int = 0) -> Element:
-    return [batch[offset + i, :s, :s] for i, s in enumerate(sizes)]
-
-
 class Group(ABC):
     """A family of weight moves on an MLP's hidden layers, parametrised by a Lie-algebra element."""
 
@@ -109,14 +89,11 @@ class Group(ABC):
                 return [t.exp() for t in algebra], [(-t).exp() for t in algebra]
             g = [1 + t for t in algebra]
             return g, [1 / s for s in g]
-        batch, sizes = _pad_stack(algebra)
-        if parametrization == "exp":
-            both = expm(torch.cat([batch, -batch]))
-            return _unstack(both, sizes), _unstack(both, sizes, offset=len(sizes))
-        eye = torch.eye(batch.shape[-1], dtype=batch.dtype, device=batch.device)
-        g = eye + batch
-        inv, _ = torch.linalg.inv_ex(g)  # no error check: that would synchronise with the host
-        return _unstack(g, sizes), _unstack(inv, sizes)
+        if parametrization == "exp":  # one call per layer: padding to a common size costs more
+            both = [expm(torch.stack([t, -t])) for t in algebra]
+            return [e[0] for e in both], [e[1] for e in both]
+        g = [torch.eye(t.shape[0], dtype=t.dtype, device=t.device) + t for t in algebra]
+        return g, [torch.linalg.inv_ex(m)[0] for m in g]  # inv_ex: no error check, no host sync
 
     def compose(self, a: Element, b: Element) -> Element:
         """The element a∘b (first b, then a), layer by layer."""
@@ -354,10 +331,9 @@ class GLDataGroup(Group):
         """g only: the right factor comes from least squares, so no inverse is computed."""
         if parametrization not in PARAMETRIZATIONS:
             raise ValueError(f"parametrization must be one of {PARAMETRIZATIONS}, got {parametrization!r}.")
-        batch, sizes = _pad_stack(algebra)
         if parametrization == "exp":
-            return _unstack(expm(batch), sizes), None
-        return _unstack(torch.eye(batch.shape[-1], dtype=batch.dtype, device=batch.device) + batch, sizes), None
+            return [expm(t) for t in algebra], None
+        return [torch.eye(t.shape[0], dtype=t.dtype, device=t.device) + t for t in algebra], None
 
     def prepare(self, arch: Architecture, params: Params, inputs: Tensor) -> _Activations:
         fwd = forward_pass(arch, params, inputs)
@@ -368,8 +344,9 @@ class GLDataGroup(Group):
     ) -> tuple[Params, Element, _Activations | None]:
         """Layer by layer: pre-activation g·Z̃_m, activation, least-squares right factor.
 
-        ``exact``: fit against the moved activations' own QR (the true action), and return the
-        moved network's activations as the next state. Otherwise reuse the current activations' QR,
+        ``exact``: fit against the moved activations' own QR (the true action, differentiable in g
+        when g requires grad), and return the moved network's activations as the next state.
+        Otherwise reuse the current activations' QR,
         which agrees with the true action to first order at g = I (the residual σ(Z) − σ(gZ)
         multiplying the pseudo-inverse's derivative vanishes there).
         """
@@ -386,6 +363,8 @@ class GLDataGroup(Group):
             z = state.z[0] @ g[0].mT if m == 0 else torch.nn.functional.linear(h, w, b)
             if exact:
                 h, slope = arch.activate_with_slope(m, z)
+                if z.requires_grad:  # a caller differentiating the action itself (e.g. along exp(tM))
+                    h = arch.activate(m, z)
                 solver = LeastSquares(h)
                 zs.append(z)
                 hs.append(h)
@@ -395,7 +374,7 @@ class GLDataGroup(Group):
                 h = arch.activate(m, z)
                 solver = state.solvers[m]
             correction = solver.solve(state.h[m] - h)  # M − I, where h M ≈ the old activations
-            if exact:  # no graph to keep: add the identity in place
+            if not correction.requires_grad:  # no graph to keep: add the identity in place
                 correction.diagonal().add_(1)
                 rights.append(correction.mT)
             else:

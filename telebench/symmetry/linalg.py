@@ -22,7 +22,7 @@ def expm(a: Tensor) -> Tensor:
     """
     if a.device.type != "cpu":
         return expm_on_device(a)
-    norm = float(torch.linalg.matrix_norm(a, ord=1).amax())
+    norm = float(torch.linalg.matrix_norm(a.detach(), ord=1).amax())
     if not math.isfinite(norm):
         return torch.linalg.matrix_exp(a)
     squarings = max(0, math.ceil(math.log2(norm))) if norm > 1 else 0

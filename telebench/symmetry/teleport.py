@@ -127,10 +127,17 @@ def _restore(arch: Architecture, saved: Tensor) -> None:
             offset += live.numel()
 
 
+def _prepare_targets(targets: Tensor, like: Tensor) -> Tensor:
+    """Targets on the model's device; floating targets (regression) also in its dtype."""
+    if targets.is_floating_point():
+        return targets.to(device=like.device, dtype=like.dtype)
+    return targets.to(like.device)
+
+
 def _held_out_loss(arch: Architecture, params: Params, held_out: tuple[Tensor, Tensor], loss_fn: LossFn) -> float:
     x, y = held_out
     with torch.no_grad():
-        return float(Problem(arch, arch.prepare_inputs(x), y, loss_fn).loss(params))
+        return float(Problem(arch, arch.prepare_inputs(x), _prepare_targets(y, arch.linears[0].weight), loss_fn).loss(params))
 
 
 def teleport(
@@ -173,7 +180,7 @@ def teleport(
     arch = check_model(model, grp)
     obj = get_objective(objective, **(objective_kwargs or {}))
     weight = arch.linears[0].weight
-    problem = Problem(arch, arch.prepare_inputs(inputs), targets.to(weight.device), loss_fn)
+    problem = Problem(arch, arch.prepare_inputs(inputs), _prepare_targets(targets, weight), loss_fn)
     tol = grp.default_tolerance(weight.dtype) if tolerance is None else float(tolerance)
     held_before = None if held_out is None else _held_out_loss(arch, arch.params(), held_out, loss_fn)
 
