@@ -9,6 +9,8 @@ range that is open at each instant:
   the totals ``key_averages()`` shows for the labels);
 * **unattributed** is the time inside "teleport" that no phase covers: the teleport's own set-up
   (reading the model, building the problem) and its record; phases + unattributed = the teleport;
+* **coverage** is the share of a teleport inside phases, the median over the profiled teleports, so
+  one teleport preempted by the OS during its set-up does not decide it;
 * an **operator**'s self time counts towards the innermost range open when it started, on any thread
   (on CUDA the autograd engine runs backward passes on its own thread); its device time is the time
   of the kernels it launched.
@@ -80,9 +82,7 @@ class _Range:
     end: float
 
 
-def profile_teleports(
-    workload: Workload, repeat: int, trace: Path | None = None, top: int = 15
-) -> Breakdown:
+def profile_teleports(workload: Workload, repeat: int, trace: Path | None = None, top: int = 15) -> Breakdown:
     """Profile ``repeat`` teleports (after one profiler warm-up teleport) and break them down.
 
     The caller warms up the workload first; ``trace`` receives the Chrome trace of the measured ones.
@@ -114,7 +114,9 @@ def summarize(events: Iterable, on_device: bool, top: int = 15) -> Breakdown:
     )
     teleports = [r for r in ranges if r.label == TELEPORT]
     if not teleports:
-        raise ValueError("no 'teleport' range among the profiler's events; wrap each teleport in record_function")
+        raise ValueError(
+            "no 'teleport' range among the profiler's events; wrap each teleport in record_function"
+        )
     times, owners = _segments(ranges)
     starts = [r.start for r in teleports]
     exclusive: dict[str, float] = defaultdict(float)
@@ -148,13 +150,34 @@ def summarize(events: Iterable, on_device: bool, top: int = 15) -> Breakdown:
     total = sum(durations)
     total_device = sum(device_by_label.values())
     rows = [
-        _row(label, calls[label] / n, exclusive[label], device_by_label[label], total, total_device, n, on_device)
+        _row(
+            label,
+            calls[label] / n,
+            exclusive[label],
+            device_by_label[label],
+            total,
+            total_device,
+            n,
+            on_device,
+        )
         for label in phases.ALL
         if calls[label]
     ]
-    rows.append(_row(UNATTRIBUTED, 1.0, exclusive[TELEPORT], device_by_label[TELEPORT], total, total_device, n,
-                     on_device))
-    per_op = [OpRow(o.name, o.calls / n, o.self_cpu_s / n / 1e6, o.self_device_s / n / 1e6) for o in ops.values()]
+    rows.append(
+        _row(
+            UNATTRIBUTED,
+            1.0,
+            exclusive[TELEPORT],
+            device_by_label[TELEPORT],
+            total,
+            total_device,
+            n,
+            on_device,
+        )
+    )
+    per_op = [
+        OpRow(o.name, o.calls / n, o.self_cpu_s / n / 1e6, o.self_device_s / n / 1e6) for o in ops.values()
+    ]
     return Breakdown(
         teleports=n,
         teleport_s=total / n / 1e6,
@@ -167,8 +190,16 @@ def summarize(events: Iterable, on_device: bool, top: int = 15) -> Breakdown:
     )
 
 
-def _row(label: str, calls: float, cpu_us: float, device_us: float, total_us: float, total_device_us: float,
-         n: int, on_device: bool) -> PhaseRow:
+def _row(
+    label: str,
+    calls: float,
+    cpu_us: float,
+    device_us: float,
+    total_us: float,
+    total_device_us: float,
+    n: int,
+    on_device: bool,
+) -> PhaseRow:
     device_share = (device_us / total_device_us if total_device_us > 0 else 0.0) if on_device else None
     return PhaseRow(label, calls, cpu_us / n / 1e6, cpu_us / total_us, device_us / n / 1e6, device_share)
 

@@ -3,9 +3,9 @@
 The teleport itself is not compiled, because it cannot be compiled meaningfully: it reads values on
 the host on purpose (the tolerance test, the optional cap, the loss and objective it reports), runs
 Python control flow over the group's layers and solves data-dependent least-squares problems.
-TorchDynamo breaks the graph at each host read and recompiles when the weights move; measured on the
-784-16-10-10 net on CPU, the first compiled call took 49 s and later calls about 1 s, against 8 ms
-eager. What can be compiled, and is measured here, eager against compiled:
+TorchDynamo breaks the graph at each host read and recompiles as the weights move, so a compiled
+teleport is far slower than an eager one (figures in docs/profile.md). What can be compiled, and is
+measured here, eager against compiled:
 
 * ``gradient``: a forward and backward pass of the model (``torch.compile(model)``);
 * ``train_step``: the same plus the optimizer's step (the optimizer stays eager);
@@ -56,23 +56,40 @@ class CompileRow:
 def measure_compiled(workload: Workload, backend: str = "inductor", repeat: int = 5) -> list[CompileRow]:
     """Eager and compiled timings (fastest of ``repeat`` samples after two warm-up calls) of each part."""
     rows = [
-        _compare("gradient", workload, repeat, workload.gradient, lambda: _compiled_gradient(workload, backend)),
-        _compare("train_step", workload, repeat, workload.train_step, lambda: _compiled_step(workload, backend)),
+        _compare(
+            "gradient", workload, repeat, workload.gradient, lambda: _compiled_gradient(workload, backend)
+        ),
+        _compare(
+            "train_step", workload, repeat, workload.train_step, lambda: _compiled_step(workload, backend)
+        ),
     ]
-    if workload.target.teleport.objective != "grad_norm":
-        rows.append(CompileRow("objective", "skipped",
-                               message=f"only grad_norm has a torch.func form here, not {workload.target.teleport.objective}"))
+    objective = workload.target.teleport.objective
+    if objective != "grad_norm":
+        rows.append(
+            CompileRow(
+                "objective",
+                "skipped",
+                message=f"only grad_norm has a torch.func form here, not {objective}",
+            )
+        )
     else:
         eager = _objective(workload)
-        rows.append(_compare("objective", workload, repeat, eager, lambda: torch.compile(eager, backend=backend)))
+        rows.append(
+            _compare("objective", workload, repeat, eager, lambda: torch.compile(eager, backend=backend))
+        )
     workload.restore()
     return rows
 
 
 def _compare(
-    name: str, workload: Workload, repeat: int, eager: Callable[[], object], build: Callable[[], Callable[[], object]]
+    name: str,
+    workload: Workload,
+    repeat: int,
+    eager: Callable[[], object],
+    build: Callable[[], Callable[[], object]],
 ) -> CompileRow:
     watch = Stopwatch(workload.device)
+    torch.compiler.reset()  # each part pays its own tracing, not a cache its predecessor filled
     try:
         compiled = build()
         _, first = watch.sample(compiled)
@@ -110,7 +127,7 @@ def _compiled_step(workload: Workload, backend: str) -> Callable[[], None]:
 
 
 def _objective(workload: Workload) -> Callable[[], tuple[dict[str, Tensor], Tensor]]:
-    """Σ‖∂L/∂θ‖² over every weight and bias on the teleport batch, and its gradient, by torch.func."""
+    """Σ‖∂L/∂θ‖² on the teleport batch (weights and biases) and its gradient, by torch.func."""
     model, x, y, loss_fn = workload.model, workload.inputs, workload.labels, workload.loss_fn
     params = {k: v.detach() for k, v in model.named_parameters()}
 

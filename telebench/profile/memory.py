@@ -87,7 +87,9 @@ def _profiled_peaks(workload: Workload) -> list[PhaseMemory]:
     return [PhaseMemory(label, peaks[label]) for label in (*LABELS, GRADIENT) if label in peaks]
 
 
-def phase_peaks(events: Iterable[Mapping[str, Any]], device_type: int, labels: Iterable[str]) -> dict[str, int]:
+def phase_peaks(
+    events: Iterable[Mapping[str, Any]], device_type: int, labels: Iterable[str]
+) -> dict[str, int]:
     """Per label, the largest rise of the allocator's total above its value when a range of that label
     began, over all its ranges, from Chrome-trace events (``[memory]`` instants and annotation ranges)."""
     wanted = set(labels)

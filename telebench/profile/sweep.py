@@ -69,8 +69,11 @@ class SweepResult:
 
 
 def parse_sweep(text: str) -> Sweep:
-    """"width=16,64,256" -> Sweep("width", (16, 64, 256)); a UserError naming the grammar otherwise."""
-    grammar = "use AXIS=V1,V2,... with AXIS one of width, depth, batch and at least two positive integers, e.g. --sweep width=16,64,256"
+    """ "width=16,64,256" -> Sweep("width", (16, 64, 256)); a UserError naming the grammar otherwise."""
+    grammar = (
+        "use AXIS=V1,V2,... with AXIS one of width, depth, batch and at least two positive integers, "
+        "e.g. --sweep width=16,64,256"
+    )
     axis, sep, rest = text.partition("=")
     axis = axis.strip()
     if not sep:
@@ -93,7 +96,9 @@ def parse_sweeps(texts: list[str]) -> list[Sweep]:
     axes = [s.axis for s in sweeps]
     for axis in AXES:
         if axes.count(axis) > 1:
-            raise UserError(f"--sweep gives the axis {axis!r} twice; list all its values in one --sweep {axis}=....")
+            raise UserError(
+                f"--sweep gives the axis {axis!r} twice; list all its values in one --sweep {axis}=...."
+            )
     return sweeps
 
 
@@ -120,7 +125,11 @@ def fit_exponent(xs: list[float], ys: list[float]) -> Fit:
 
 
 def run_sweep(
-    target: ProfileTarget, sweep: Sweep, warmup: int, repeat: int, data: DatasetBundle | None = None,
+    target: ProfileTarget,
+    sweep: Sweep,
+    warmup: int,
+    repeat: int,
+    data: DatasetBundle | None = None,
     data_root: str | None = None,
 ) -> SweepResult:
     """Time the target at every point of ``sweep`` (the fastest of ``repeat`` samples) and fit each curve."""

@@ -40,12 +40,15 @@ class ProfileTarget:
     def description(self) -> str:
         widths = "-".join(map(str, self.model.widths))
         tp = self.teleport
-        return (f"{widths} {self.model.activation}, {tp.group} {tp.objective} {tp.steps} steps, "
-                f"teleport batch {tp.batch_size}, train batch {self.train_batch}, {self.dataset.name}, {self.device}")
+        return (
+            f"{widths} {self.model.activation}, {tp.group} {tp.objective} {tp.steps} steps at lr {tp.lr:g}, "
+            f"teleport batch {tp.batch_size}, train batch {self.train_batch}, "
+            f"{self.dataset.name}, {self.device}"
+        )
 
 
 def parse_widths(text: str) -> tuple[int, ...]:
-    """"784-16-10-10" -> (784, 16, 10, 10)."""
+    """ "784-16-10-10" -> (784, 16, 10, 10)."""
     cleaned = text.strip()
     if not _WIDTHS.match(cleaned) or any(int(w) < 1 for w in cleaned.split("-")):
         raise UserError(
@@ -82,20 +85,19 @@ def check_target(target: ProfileTarget, *, batches: tuple[int, ...] = ()) -> Non
     from telebench.symmetry import GROUPS, OBJECTIVES, SymmetryError, check_model
     from telebench.training.data import dataset_shape, dataset_sizes
     from telebench.training.models import build_mlp
+    from telebench.training.optimizers import optimizer_kwargs_allowed
 
     tp = target.teleport
     if tp.group not in GROUPS:
         raise _unknown("--group", tp.group, list(GROUPS))
     if tp.objective not in OBJECTIVES:
         raise _unknown("--objective", tp.objective, list(OBJECTIVES))
+    optimizer_kwargs_allowed(target.optimizer.name)  # a UserError naming the choices for an unknown optimizer
     model = build_mlp(target.model, seed=0)  # raises a UserError for a bad activation or widths
     try:
         check_model(model, tp.group)
     except SymmetryError as exc:
-        raise UserError(
-            f"--group {tp.group} cannot act on a {target.model.activation} network ({exc}); "
-            "pick a group that fits the activation."
-        ) from None
+        raise UserError(f"--group {tp.group}: {str(exc).rstrip('.')}.") from None
     n_features, n_outputs = dataset_shape(target.dataset.name, target.dataset.params)
     widths = target.model.widths
     if (widths[0], widths[-1]) != (n_features, n_outputs):
@@ -107,7 +109,8 @@ def check_target(target: ProfileTarget, *, batches: tuple[int, ...] = ()) -> Non
     for size in (tp.batch_size, target.train_batch, *batches):
         if size > n_train:
             raise UserError(
-                f"batch size {size} exceeds the {n_train} training examples of dataset {target.dataset.name!r}; "
+                f"batch size {size} exceeds the {n_train} training examples of dataset "
+                f"{target.dataset.name!r}; "
                 "use a smaller --batch or --sweep batch value."
             )
 
@@ -121,8 +124,12 @@ def synthetic_dataset(name: str, widths: tuple[int, ...], largest_batch: int, se
     outputs = SYNTHETIC_DATASETS.get(name)
     if outputs is None:
         return DatasetSpec(name)
-    params = {"n_features": widths[0], outputs: widths[-1], "n_train": max(SYNTHETIC_MIN_TRAIN, largest_batch),
-              "seed": seed}
+    params = {
+        "n_features": widths[0],
+        outputs: widths[-1],
+        "n_train": max(SYNTHETIC_MIN_TRAIN, largest_batch),
+        "seed": seed,
+    }
     return DatasetSpec(name, freeze(params))
 
 
@@ -149,7 +156,11 @@ class TargetOptions:
 def target_from_options(opts: TargetOptions, largest_batch: int = 0) -> ProfileTarget:
     """A target from command-line options; synthetic data holds at least ``largest_batch`` examples."""
     widths = parse_widths(opts.model)
-    for option, value in (("--steps", opts.steps), ("--batch", opts.batch), ("--train-batch", opts.train_batch)):
+    for option, value in (
+        ("--steps", opts.steps),
+        ("--batch", opts.batch),
+        ("--train-batch", opts.train_batch),
+    ):
         if value is not None and value < 1:
             raise UserError(f"{option} must be a positive integer, got {value}.")
     for option, rate in (("--lr", opts.lr), ("--train-lr", opts.train_lr)):
@@ -158,12 +169,20 @@ def target_from_options(opts: TargetOptions, largest_batch: int = 0) -> ProfileT
     if opts.direction not in ("increase", "decrease"):
         raise _unknown("--direction", opts.direction, ["increase", "decrease"])
     train_batch = opts.train_batch or opts.batch
-    teleport = TeleportSpec(group=opts.group, objective=opts.objective, direction=opts.direction, steps=opts.steps,
-                            lr=opts.lr, batch_size=opts.batch)
+    teleport = TeleportSpec(
+        group=opts.group,
+        objective=opts.objective,
+        direction=opts.direction,
+        steps=opts.steps,
+        lr=opts.lr,
+        batch_size=opts.batch,
+    )
     return ProfileTarget(
         name=f"{opts.model} {opts.activation} {opts.group} batch {opts.batch}",
         model=ModelSpec(widths=widths, activation=opts.activation),
-        dataset=synthetic_dataset(opts.dataset, widths, max(opts.batch, train_batch, largest_batch), opts.seed),
+        dataset=synthetic_dataset(
+            opts.dataset, widths, max(opts.batch, train_batch, largest_batch), opts.seed
+        ),
         teleport=teleport,
         optimizer=OptimizerSpec(opts.optimizer, opts.train_lr),
         train_batch=train_batch,
@@ -190,17 +209,27 @@ def targets_from_suite(path: str | Path, case: str | None, device: str | None) -
     wanted = [n for n in names if n in chosen and (case is None or n == case)]
     if not wanted:
         if case is not None:
-            raise UserError(f"{path}: case {case!r} has no teleport arm to profile; add `teleport` to its arms.")
+            raise UserError(
+                f"{path}: case {case!r} has no teleport arm to profile; add `teleport` to its arms."
+            )
         raise UserError(f"{path}: no case has a teleport arm to profile; add `teleport` to a case's arms.")
     targets = []
     for name in wanted:
         spec = chosen[name]
         assert spec.teleport is not None
         origin = "--device" if device else f"{path} case {name!r} device"
-        targets.append(ProfileTarget(
-            name=name, model=spec.model, dataset=spec.dataset, teleport=spec.teleport, optimizer=spec.optimizer,
-            train_batch=spec.batch_size, device=check_device(device or spec.device, origin), seed=spec.seed,
-        ))
+        targets.append(
+            ProfileTarget(
+                name=name,
+                model=spec.model,
+                dataset=spec.dataset,
+                teleport=spec.teleport,
+                optimizer=spec.optimizer,
+                train_batch=spec.batch_size,
+                device=check_device(device or spec.device, origin),
+                seed=spec.seed,
+            )
+        )
     return targets
 
 

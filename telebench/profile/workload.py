@@ -64,8 +64,15 @@ class Workload:
         xt, yt = BatchStream(data.x_train, data.y_train, target.train_batch, seed=target.seed + 1).next()
         train_model = copy.deepcopy(model)
         return cls(
-            target=target, device=device, model=model, inputs=x, labels=y, train_inputs=xt, train_labels=yt,
-            loss_fn=loss_fn_for(data.task), train_model=train_model,
+            target=target,
+            device=device,
+            model=model,
+            inputs=x,
+            labels=y,
+            train_inputs=xt,
+            train_labels=yt,
+            loss_fn=loss_fn_for(data.task),
+            train_model=train_model,
             optimizer=make_optimizer(target.optimizer, train_model.parameters()),
             start=[p.detach().clone() for p in model.parameters()],
         )
@@ -79,9 +86,19 @@ class Workload:
     def teleport(self) -> TeleportRecord:
         tp = self.target.teleport
         self.last_record = teleport(
-            self.model, self.inputs, self.labels, self.loss_fn, group=tp.group, objective=tp.objective,
-            direction=tp.direction, steps=tp.steps, lr=tp.lr, parametrization=tp.parametrization,
-            normalize_step=tp.normalize_step, cap=tp.cap, tolerance=tp.tolerance,
+            self.model,
+            self.inputs,
+            self.labels,
+            self.loss_fn,
+            group=tp.group,
+            objective=tp.objective,
+            direction=tp.direction,
+            steps=tp.steps,
+            lr=tp.lr,
+            parametrization=tp.parametrization,
+            normalize_step=tp.normalize_step,
+            cap=tp.cap,
+            tolerance=tp.tolerance,
             objective_kwargs=thaw(tp.objective_params) or None,
         )
         return self.last_record
