@@ -183,6 +183,13 @@ def run_command(
         False, "--allow-shared-device", help="Let timed trials share a device; the report then marks timings as shared."
     ),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.md and plots after the run."),
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        min=1,
+        help="torch intra-op threads for local runs; 1 gives steadier timings for small MLPs on a busy machine "
+        "[default: torch's choice]. Recorded in the results' environment.",
+    ),
     seeds: str | None = seeds_option(),
     devices: str | None = devices_option(),
     arms: str | None = arms_option(),
@@ -200,6 +207,10 @@ def run_command(
 
     overrides = overrides_from_options(seeds, devices, arms, budget_steps, eval_every, cases, sets)
     loaded = load_suite(suite, overrides)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     console = Console()
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
@@ -236,3 +247,88 @@ def _executor_accepts(name: str, option: str) -> bool:
     if cls is None or not dataclasses.is_dataclass(cls):
         return False
     return option in {f.name for f in dataclasses.fields(cls)}
+
+
+# ---- profile ------------------------------------------------------------------------------------
+
+
+@app.command("profile")
+def profile_command(
+    suite: str | None = typer.Argument(
+        None, help="A suite YAML: profile each case's teleport arm on its model and data."
+    ),
+    case: str | None = typer.Option(None, "--case", help="Profile only this case of SUITE."),
+    device: str | None = typer.Option(
+        None, "--device", help="cpu or cuda [default: the case's device, or cpu]."
+    ),
+    out: str | None = typer.Option(
+        None, "--out", help="Output folder [default: reports/profile-<timestamp>]."
+    ),
+    model: str | None = typer.Option(None, "--model", help="Without SUITE: layer widths, e.g. 784-16-10-10."),
+    activation: str = typer.Option("leaky_relu", "--activation", help="relu, leaky_relu, identity, tanh ..."),
+    group: str = typer.Option("rescale", "--group", help="rescale, linear or gl-data."),
+    objective: str = typer.Option("grad_norm", "--objective", help="The teleport objective."),
+    direction: str = typer.Option("increase", "--direction", help="increase or decrease the objective."),
+    steps: int = typer.Option(10, "--steps", help="Search steps per teleport."),
+    lr: float = typer.Option(1e-2, "--lr", help="Teleport learning rate."),
+    batch: int = typer.Option(200, "--batch", help="Teleport batch (also the gradient-evaluation batch)."),
+    train_batch: int | None = typer.Option(
+        None, "--train-batch", help="Training-step batch [default: --batch]."
+    ),
+    optimizer: str = typer.Option("sgd", "--optimizer", help="Optimizer of the training step."),
+    train_lr: float = typer.Option(1e-2, "--train-lr", help="Learning rate of the training step."),
+    dataset: str = typer.Option("synthetic-classification", "--dataset", help="Where the batches come from."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the model and the batches."),
+    warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed warm-up rounds before measuring."),
+    repeat: int = typer.Option(
+        5, "--repeat", min=1, help="Measured teleports (and samples of the other timings)."
+    ),
+    sweep: list[str] | None = typer.Option(
+        None, "--sweep", help="Scaling sweep AXIS=V1,V2,... with AXIS width, depth or batch; repeatable."
+    ),
+    no_trace: bool = typer.Option(
+        False, "--no-trace", help="Plain timings only: no profiler, no phases, no trace.json."
+    ),
+    compile_: bool = typer.Option(
+        False, "--compile", help="Also time torch.compile'd parts, compile time apart."
+    ),
+    compile_backend: str = typer.Option(
+        "inductor", "--compile-backend", help="torch.compile backend for --compile."
+    ),
+    top: int = typer.Option(15, "--top", min=1, help="Operators listed per table."),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="torch intra-op threads [default: torch's]."
+    ),
+    data_root: str | None = typer.Option(None, "--data-root", help="Folder holding dataset files."),
+) -> None:
+    """Where a teleport's time and memory go, what it costs in gradient evaluations and training steps,
+    and how that grows with width, depth or batch."""
+    from pathlib import Path
+
+    from telebench.profile.command import SuiteSource, run_profile
+    from telebench.profile.run import ProfileOptions
+    from telebench.profile.sweep import parse_sweeps
+    from telebench.profile.target import TargetOptions
+
+    if suite is None and model is None:
+        raise UserError("telebench profile needs a SUITE file or --model WIDTHS, e.g. --model 784-16-10-10.")
+    if suite is not None and model is not None:
+        raise UserError("give either a SUITE file or --model, not both; a suite's cases name their models.")
+    if suite is None and case is not None:
+        raise UserError("--case picks a case of a SUITE; give the suite file too, or drop --case.")
+    source: SuiteSource | TargetOptions
+    if suite is not None:
+        source = SuiteSource(suite, case, device)
+    else:
+        assert model is not None
+        source = TargetOptions(
+            model=model, activation=activation, group=group, objective=objective, direction=direction,
+            steps=steps, lr=lr, batch=batch, train_batch=train_batch, optimizer=optimizer, train_lr=train_lr,
+            dataset=dataset, device=device or "cpu", seed=seed,
+        )
+    options = ProfileOptions(
+        warmup=warmup, repeat=repeat, profiler=not no_trace, compile=compile_,
+        compile_backend=compile_backend, sweeps=tuple(parse_sweeps(sweep or [])), top=top,
+        data_root=data_root,
+    )
+    run_profile(source, options, Path(out) if out else None, threads, Console())
