@@ -272,7 +272,7 @@ def test_every_phase_is_labelled_for_the_profiler(group):
         (dict(parametrization="cayley"), "parametrization must be one of"),
         (dict(steps=-1), "steps must be a non-negative integer"),
         (dict(lr=0.0), "lr must be a positive finite number"),
-        (dict(objective="sharpness"), "unknown teleport objective 'sharpness'"),
+        (dict(objective="hessian-trace"), "unknown teleport objective 'hessian-trace'"),
         (dict(objective_kwargs={"radius": 1.0}), "bad options"),
         (dict(group="gl-data"), r"model\[1\] \(ReLU\): group 'gl-data' needs an invertible activation"),
     ],
