@@ -107,7 +107,8 @@ class ParamMap:
     def diagonal(self) -> bool:
         return all(f is None or f.diagonal for f in (self.left, self.right))
 
-    def covector(self, x: Tensor, squared: bool = False) -> Tensor:
+    def move(self, x: Tensor, squared: bool = False) -> Tensor:
+        """``P⁻ᵀ x Q⁻ᵀ`` for a covector; with ``squared``, the second-moment rule (squared factors)."""
         if self.left is not None:
             x = self.left.rows(x, squared)
         if self.right is not None and x.dim() == 2:
@@ -149,7 +150,7 @@ def _check_size(matrix: Tensor, n: int, what: str) -> None:
 def _linear_layers(params: Sequence[Tensor]) -> list[tuple[Tensor, Tensor | None]]:
     """Group ``model.parameters()`` of a Sequential MLP into (weight, bias) pairs by shape."""
     layers: list[tuple[Tensor, Tensor | None]] = []
-    for p in params:
+    for position, p in enumerate(params):
         if p.dim() == 2:
             layers.append((p, None))
         elif p.dim() == 1 and layers and layers[-1][1] is None and p.shape[0] == layers[-1][0].shape[0]:
@@ -157,7 +158,7 @@ def _linear_layers(params: Sequence[Tensor]) -> list[tuple[Tensor, Tensor | None
         else:
             raise ValueError(
                 f"transport expects an MLP's parameters (each Linear's weight, then its bias); got a tensor of "
-                f"shape {tuple(p.shape)} at position {sum(1 for _ in layers)}."
+                f"shape {tuple(p.shape)} at position {position}."
             )
     for (w, _), (w_next, _) in zip(layers, layers[1:], strict=False):
         if w_next.shape[1] != w.shape[0]:
@@ -182,15 +183,15 @@ def _transport_param(kinds: dict[str, str], state: dict[str, Tensor], pmap: Para
             continue
         x = value.to(torch.float64)
         if kind == COVECTOR:
-            new[key] = pmap.covector(x)
+            new[key] = pmap.move(x)
         elif kind == SECOND_MOMENT:
-            new[key] = pmap.covector(x, squared=True)
+            new[key] = pmap.move(x, squared=True)
     for key, value in state.items():
         # Diagonal factors leave normalised state exactly unchanged: skip the rounding of N ⊙ d ⊘ d'.
         if kinds[key] == NORMALISED and value is not None and not pmap.diagonal:
             old_d = _rmsprop_denominator(state)
             new_d = _rmsprop_denominator({**state, **new})
-            num = pmap.covector(value.to(torch.float64) * old_d)
+            num = pmap.move(value.to(torch.float64) * old_d)
             new[key] = torch.where(new_d > 0, num / new_d.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
     return new
 
