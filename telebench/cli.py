@@ -228,6 +228,7 @@ def run_command(
         data_root=data_root,
         console=console,
         write_report=report,
+        description=loaded.description or "",
     )
     render_terminal(outcome.results, console)
     console.print(f"results: {out_dir / 'results.json'}", highlight=False)

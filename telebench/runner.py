@@ -75,7 +75,12 @@ class RunOutcome:
 
 
 def build_results(
-    suite_name: str, suite_path: str, plan: list[TrialSpec], trials_by_id: dict[str, dict[str, Any]], partial: bool
+    suite_name: str,
+    suite_path: str,
+    plan: list[TrialSpec],
+    trials_by_id: dict[str, dict[str, Any]],
+    partial: bool,
+    description: str = "",
 ) -> dict[str, Any]:
     from telebench.summary import resolve_targets, summarise
 
@@ -85,6 +90,7 @@ def build_results(
         "schema": SCHEMA,
         "suite": suite_name,
         "suite_path": suite_path,
+        "description": description,
         "created": now_iso(),
         "partial": partial,
         "environment": environment(sorted({s.device for s in plan})),
@@ -103,6 +109,7 @@ def run_plan(
     data_root: str | None = None,
     console: Console | None = None,
     write_report: bool = True,
+    description: str = "",
 ) -> RunOutcome:
     from telebench.executors import get_executor
 
@@ -162,7 +169,9 @@ def run_plan(
         interrupted = True
         console.print(f"[yellow]Interrupted: {len(done)} finished trial(s) kept in {log.path}; rerun with --out {out_dir} to resume.[/]")
 
-    results = build_results(suite_name, suite_path, plan, done, partial=interrupted or len(done) < len(plan))
+    results = build_results(
+        suite_name, suite_path, plan, done, partial=interrupted or len(done) < len(plan), description=description
+    )
     atomic_write_text(out_dir / "results.json", dumps(results, indent=1))
     outcome = RunOutcome(results, out_dir, ran=ran, skipped=len(finished.keys() & planned_ids), interrupted=interrupted)
     if write_report:

@@ -11,6 +11,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats as sps
@@ -61,15 +62,22 @@ def bootstrap_ci(
         rng=np.random.default_rng(seed),
     )
     low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    return (_unsentinel(low, lo_f, hi_f), _unsentinel(high, lo_f, hi_f))
+    return (_unsentinel(low, lo_f, hi_f, margin), _unsentinel(high, lo_f, hi_f, margin))
 
 
-def _unsentinel(x: float, lo_f: float, hi_f: float) -> float:
-    if x > hi_f:
+def _unsentinel(x: float, lo_f: float, hi_f: float, margin: float) -> float:
+    """Map an interval end back from sentinel space.
+
+    An end that involves a sentinel (alone, or averaged with a finite value for an even-sized median)
+    lies at least margin/2 beyond the finite range and is infinite; anything else beyond the range is
+    rounding in the percentile and is clipped to the range.
+    """
+    half = 0.5 * margin * (1 - 1e-9)
+    if x >= hi_f + half:
         return math.inf
-    if x < lo_f:
+    if x <= lo_f - half:
         return -math.inf
-    return x
+    return min(max(x, lo_f), hi_f)
 
 
 @dataclass(frozen=True)
@@ -188,3 +196,35 @@ def _verdict(n: int, median: float, low: float, high: float, p: float | None) ->
     if high < 1.0 or (significant and median < 1.0):
         return "slower"
     return "no clear difference"
+
+
+def paired_difference(base: Sequence[float | None], arm: Sequence[float | None], seed: int = 0) -> dict[str, Any]:
+    """Per-seed arm − baseline differences of a quality metric (e.g. final validation loss).
+
+    Seeds where either side has no value (diverged, failed) are left out and counted in `missing`.
+    Returns the median difference, a bootstrap 95 % interval and a two-sided Wilcoxon signed-rank
+    p-value (None with fewer than 2 non-zero differences); the verdict word is "lower", "higher" or
+    "no clear difference" by the same rule as speedups (interval excludes 0, or p < ALPHA).
+    """
+    pairs = list(zip(base, arm, strict=True))
+    diffs = [a - b for b, a in pairs if a is not None and b is not None]
+    out: dict[str, Any] = {"n_pairs": len(diffs), "missing": len(pairs) - len(diffs)}
+    if not diffs:
+        return {**out, "median": None, "ci_low": None, "ci_high": None, "p_value": None, "verdict": None}
+    arr = np.asarray(diffs, dtype=float)
+    median = float(np.median(arr))
+    low, high = bootstrap_ci(arr, seed=seed)
+    nonzero = arr[arr != 0.0]
+    p: float | None = None
+    if nonzero.size >= 2:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            p = float(sps.wilcoxon(nonzero, alternative="two-sided").pvalue)
+        p = None if math.isnan(p) else p
+    significant = p is not None and p < ALPHA
+    verdict = "no clear difference"
+    if len(diffs) >= MIN_PAIRS and (low > 0 or (significant and median > 0)):
+        verdict = "higher"
+    elif len(diffs) >= MIN_PAIRS and (high < 0 or (significant and median < 0)):
+        verdict = "lower"
+    return {**out, "median": median, "ci_low": low, "ci_high": high, "p_value": p, "verdict": verdict}

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from telebench.stats import json_number, paired_speedup
+from telebench.stats import json_number, paired_difference, paired_speedup
 
 Trial = dict[str, Any]
 GroupKey = tuple[str, str, str]  # (case, optimizer, device): the arms sharing one baseline
@@ -171,8 +171,11 @@ def _arm_row(trials: list[Trial], base: list[Trial] | None) -> dict[str, Any]:
         "max_teleport_held_out_loss_change": _max_abs(
             relative_loss_change(r, held_out=True) for r in accepted
         ),
+        "final_test_loss": describe([_finite(t.get("final_test_loss")) for t in ran]),
+        "final_test_accuracy": describe([_finite(t.get("final_test_accuracy")) for t in ran]),
         "speedup_time": None,
         "speedup_steps": None,
+        "val_loss_change": None,
         "verdict": None,
     }
     if base is not None and ran:
@@ -180,6 +183,7 @@ def _arm_row(trials: list[Trial], base: list[Trial] | None) -> dict[str, Any]:
         row["speedup_time"] = paired_time.to_dict()
         row["speedup_steps"] = paired_speedup(*_pair(base, ran, "steps_to_target")).to_dict()
         row["verdict"] = paired_time.verdict
+        row["val_loss_change"] = paired_difference(*_pair(base, ran, "final_val_loss"))
     return row
 
 

@@ -48,6 +48,7 @@ def test_report_has_every_section(report_text: tuple[Path, str]) -> None:
         "## Environment",
         "## Target",
         "## Summary",
+        "## Final losses",
         "## Case: digits-mlp",
         "## Case: synthetic",
         "### adam on cpu",
@@ -181,3 +182,14 @@ def test_report_command_bad_file_exits_2_without_traceback(tmp_path: Path) -> No
     done = _cli(str(tmp_path / "missing.json"))
     assert done.returncode == 2
     assert "does not exist" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_final_losses_table_pairs_validation_loss_with_the_baseline(results: dict, report_text: tuple[Path, str]) -> None:
+    _, text = report_text
+    section = text.split("\n## Final losses\n", 1)[1].split("\n## ", 1)[0]
+    assert "Δ val loss vs baseline [95% CI]" in section
+    compared = [r["val_loss_change"] for r in results["summary"] if r.get("val_loss_change")]
+    assert compared and all(c["n_pairs"] >= 1 for c in compared)
+    assert all(c["verdict"] in {"lower", "higher", "no clear difference"} for c in compared)
+    for r in results["summary"]:
+        assert f"| {r['case']} | {r['optimizer']} | {r['device']} | {r['arm']} |" in section

@@ -119,3 +119,34 @@ def test_to_dict_is_json_safe() -> None:
     d = paired_speedup([None, 1.0, 2.0], [1.0, 1.0, 1.0]).to_dict()
     assert d["ci_high"] == "inf" and d["median"] == 2.0
     assert json_number(math.nan) is None and json_number(-math.inf) == "-inf" and json_number(3) == 3
+
+
+def test_bootstrap_interval_ends_at_the_data_are_not_turned_into_infinities() -> None:
+    # Rounding in the percentile can put an end a hair outside the finite range; that is not a sentinel.
+    values = [0.8270352122769017, 0.95, 1.02, 1.1, 0.99]
+    low, high = bootstrap_ci(values)
+    assert math.isfinite(low) and math.isfinite(high)
+    assert min(values) <= low <= high <= max(values)
+
+
+def test_bootstrap_keeps_real_infinities() -> None:
+    low, high = bootstrap_ci([1.0, 1.2, math.inf, math.inf, math.inf])
+    assert high == math.inf and math.isfinite(low)
+
+
+def test_paired_difference_finds_a_consistent_drop_and_skips_missing_seeds() -> None:
+    from telebench.stats import paired_difference
+
+    base = [0.50, 0.52, 0.49, 0.51, 0.53, 0.50]
+    arm = [0.45, 0.47, 0.44, 0.46, 0.48, None]
+    out = paired_difference(base, arm)
+    assert out["n_pairs"] == 5 and out["missing"] == 1
+    assert out["median"] == pytest.approx(-0.05)
+    assert out["ci_high"] < 0 and out["verdict"] == "lower"
+
+
+def test_paired_difference_without_a_shift_is_no_clear_difference() -> None:
+    from telebench.stats import paired_difference
+
+    out = paired_difference([0.5, 0.6, 0.55, 0.52], [0.51, 0.59, 0.56, 0.51])
+    assert out["verdict"] == "no clear difference"

@@ -59,6 +59,7 @@ def render_markdown(results: dict[str, Any], plots: dict[GroupKey, str]) -> str:
     parts = [
         f"# telebench report: {results.get('suite', '?')} ({_date(results)})",
         _header_line(results),
+        str(results.get("description") or "").strip(),
         *_notes(results, trials),
         "## Environment",
         _environment_table(results.get("environment") or {}),
@@ -67,6 +68,8 @@ def render_markdown(results: dict[str, Any], plots: dict[GroupKey, str]) -> str:
         "## Summary",
         _table(list(COLUMNS), [summary_cells(r) for r in rows]) if rows else "No finished trials.",
         LEGEND,
+        "## Final losses",
+        _final_losses_section(rows),
         *_case_sections(rows, plots),
         "## Teleport invariance",
         _invariance_section(rows),
@@ -238,6 +241,38 @@ def _case_sections(rows: list[Row], plots: dict[GroupKey, str]) -> list[str]:
                 sentences.append("- No baseline arm ran here, so no speedups could be computed.")
             parts.append("\n".join(sentences) or "- Only the baseline ran here.")
     return parts
+
+
+def _final_losses_section(rows: list[Row]) -> str:
+    """Where each arm ended up (medians over seeds), and the paired change in validation loss."""
+    if not rows:
+        return ""
+    header = ["case", "optimizer", "device", "arm", "train loss", "val loss", "val acc", "test loss", "test acc",
+              "Δ val loss vs baseline [95% CI]", "p", "val loss"]
+    body = []
+    for r in rows:
+        change = r.get("val_loss_change") or {}
+        delta = "—"
+        if change.get("median") is not None:
+            delta = f"{fmt.value(change['median'])} {fmt.ci(change.get('ci_low'), change.get('ci_high'))}"
+        body.append([
+            r["case"], r["optimizer"], r["device"], r["arm"],
+            fmt.value(fmt.stat(r.get("final_train_loss"))),
+            fmt.value(fmt.stat(r.get("final_val_loss"))),
+            fmt.value(fmt.stat(r.get("final_val_accuracy"))),
+            fmt.value(fmt.stat(r.get("final_test_loss"))),
+            fmt.value(fmt.stat(r.get("final_test_accuracy"))),
+            delta,
+            fmt.p_value(change.get("p_value")) if change else "—",
+            change.get("verdict") or "—",
+        ])
+    legend = (
+        "Medians over seeds at the end of each arm's budget (test columns only where the dataset has a test "
+        "split). *Δ val loss* is the median over seeds of arm − baseline final validation loss, paired by "
+        "seed, with a bootstrap 95% interval and a two-sided Wilcoxon signed-rank p; the last column says "
+        "whether the arm ended *lower*, *higher* or with *no clear difference* (same rule as the speedups)."
+    )
+    return _table(header, body) + "\n\n" + legend
 
 
 def _invariance_section(rows: list[Row]) -> str:
