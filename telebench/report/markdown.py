@@ -248,13 +248,14 @@ def _final_losses_section(rows: list[Row]) -> str:
     if not rows:
         return ""
     header = ["case", "optimizer", "device", "arm", "train loss", "val loss", "val acc", "test loss", "test acc",
-              "Δ val loss vs baseline [95% CI]", "p", "val loss"]
+              "Δ val loss vs baseline [95% CI]", "p", "verdict"]
     body = []
     for r in rows:
         change = r.get("val_loss_change") or {}
         delta = "—"
         if change.get("median") is not None:
-            delta = f"{fmt.value(change['median'])} {fmt.ci(change.get('ci_low'), change.get('ci_high'))}"
+            low, high = fmt.value(change.get("ci_low")), fmt.value(change.get("ci_high"))
+            delta = f"{fmt.value(change['median'])} [{low}, {high}]"
         body.append([
             r["case"], r["optimizer"], r["device"], r["arm"],
             fmt.value(fmt.stat(r.get("final_train_loss"))),
