@@ -142,6 +142,11 @@ def validate_command(
 
     overrides = overrides_from_options(seeds, devices, arms, budget_steps, eval_every, cases, sets)
     loaded = load_suite(suite, overrides)
+    if loaded.kind == "meta":
+        from telebench.meta.view import render_meta_validate
+
+        render_meta_validate(loaded.meta, Console())
+        return
     render_validate(loaded, expand(loaded), Console())
 
 
@@ -162,6 +167,11 @@ def list_command(
 
     overrides = overrides_from_options(seeds, devices, arms, budget_steps, eval_every, cases, sets)
     loaded = load_suite(suite, overrides)
+    if loaded.kind == "meta":
+        from telebench.meta.view import render_meta_plan
+
+        render_meta_plan(loaded.meta, Console())
+        return
     render_plan(loaded, expand(loaded), Console())
 
 
@@ -214,8 +224,13 @@ def run_command(
     console = Console()
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
-    plan = expand(loaded)
     out_dir = Path(out) if out else default_out_dir(loaded.name)
+    if loaded.kind == "meta":
+        from telebench.meta import run_meta_suite
+
+        run_meta_suite(loaded.meta, out_dir, console, threads=threads, report=report)
+        return
+    plan = expand(loaded)
     options = {"jobs": jobs, "address": address, "allow_shared_device": allow_shared_device}
     name = executor or loaded.executor
     outcome = run_plan(
@@ -333,3 +348,35 @@ def profile_command(
         data_root=data_root,
     )
     run_profile(source, options, Path(out) if out else None, threads, Console())
+
+
+# ---- correlate ----------------------------------------------------------------------------------
+
+
+@app.command("correlate")
+def correlate_command(
+    study: str = typer.Argument(..., help="A correlation study YAML (kind: correlation), e.g. suites/paper-correlation.yaml."),
+    out: str | None = typer.Option(
+        None, "--out", help="Output folder; rerunning into it resumes [default: reports/<study>-<timestamp>]."
+    ),
+    jobs: int = typer.Option(1, "--jobs", help="Worker processes training networks in parallel (untimed work)."),
+    networks: int | None = typer.Option(None, "--networks", help="Networks per case, replacing the study's count."),
+    cases: str | None = typer.Option(None, "--cases", help="Case names to keep, comma-separated."),
+    data_root: str | None = typer.Option(None, "--data-root", help="Folder holding dataset files."),
+) -> None:
+    """Train N networks per case, measure sharpness and curvature, and correlate them with validation loss."""
+    from pathlib import Path
+
+    from telebench.correlation import load_study, run_study
+    from telebench.runner import default_out_dir
+
+    loaded = load_study(study, networks=networks, cases=cases.split(",") if cases else None)
+    out_dir = Path(out) if out else default_out_dir(loaded.name)
+    console = Console()
+    try:
+        outcome = run_study(loaded, out_dir, jobs=jobs, data_root=data_root, console=console)
+    except KeyboardInterrupt:
+        console.print(f"interrupted: finished networks are kept in {out_dir}; rerun with --out {out_dir} to resume.")
+        raise typer.Exit(130) from None
+    console.print(f"results: {out_dir / 'results.json'}", highlight=False)
+    console.print(f"report:  {outcome.report}", highlight=False)

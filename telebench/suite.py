@@ -494,8 +494,11 @@ def load_suite(path: str | Path, overrides: Overrides | None = None, *, check_de
     raw = _read_yaml(path)
     for text in ov.sets:
         _apply_set(raw, text)
-    if raw.get("kind") == "meta":
+    kind = raw.get("kind", "train")
+    if kind == "meta":
         return _load_meta(path, raw, ov)
+    if kind != "train":
+        raise UserError(f"{source}: kind: must be 'train' (the default) or 'meta', got {kind!r}.")
     try:
         doc = SuiteFile.model_validate(raw)
     except ValidationError as exc:

@@ -285,7 +285,7 @@ class SuiteFile(Strict):
     defaults: CaseSettings = Field(default_factory=CaseSettings)
     cases: list[CaseInput] = Field(min_length=1)
     executor: str = "local"
-    kind: Literal["train", "meta"] = "train"  # `meta` suites are dispatched to telebench.meta before this model
+    kind: Literal["train"] = "train"  # `kind: meta` suites are dispatched to telebench.meta before this model
 
     @field_validator("name")
     @classmethod

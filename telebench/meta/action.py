@@ -15,6 +15,7 @@ checks it against ``GLDataGroup.act`` value for value.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -61,7 +62,11 @@ def gl_data_act(arch: Architecture, params: Params, g: Element, inputs: Tensor) 
 def act(group: Group, arch: Architecture, params: Params, algebra: Element, parametrization: str,
         inputs: Tensor) -> Params:
     """The weights moved by g = exp(T) (or I + T), with the group's exact inverse where it has one."""
-    g, g_inv = group.element(algebra, parametrization)
+    with warnings.catch_warnings():
+        # telebench.symmetry.linalg.expm reads ‖T‖ with float() to pick its Taylor degree; on a T that
+        # requires grad torch warns about it, harmlessly (the norm only picks the degree).
+        warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
+        g, g_inv = group.element(algebra, parametrization)
     if group.exact:
         moved, _ = group.act(arch, params, g, g_inv, None)
         return moved

@@ -23,6 +23,11 @@ from telebench.results import atomic_write_text
 SCHEMA = "telebench.meta/1"
 EARLY_STEP = 30  # the paper plots the first 30 steps
 FLOOR = 1e-18  # exact zeros drawn here on log axes
+DESIGN_NOTES = {
+    "full": "the paper's design: one LSTM reads the whole gradient vector and writes the whole update",
+    "coordinatewise": "one small LSTM shared by every weight, run as a batch over the coordinates, the standard "
+                      "learned-optimizer design; the paper's is one LSTM over the whole gradient vector",
+}
 # Meta-training in the reference code (paper-facts §5): trajectories × steps per trajectory.
 PAPER_SCALE = {"LSTM(update)": (600, 100), "LSTM(update, tele)": (700, 100), "LSTM(lr, tele)": (30, 300)}
 
@@ -138,15 +143,27 @@ def plot_loss(case: dict[str, Any], path: Path) -> Path:
             t, med, low, high = band
             ax_time.plot(t, _finite_or_nan(med), color=color, lw=1.8, label=label)
             ax_time.fill_between(t, _finite_or_nan(low), _finite_or_nan(high), color=color, alpha=0.18, lw=0)
+    top, bottom = _limits(case)
     for ax, xlabel in ((ax_step, "step"), (ax_time, "training clock (s)")):
         ax.set_yscale("log")
+        ax.set_ylim(bottom, top)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("training loss ½‖Y − f(X)‖²")
         ax.grid(alpha=0.3)
     ax_step.legend(fontsize=8)
-    fig.suptitle(f"{case['name']}: median over unseen seeds, band min–max (gaps: diverged)")
+    fig.suptitle(f"{case['name']}: median over unseen seeds, band min–max (cut at 10× the initial loss; "
+                 "gaps: diverged)")
     fig.savefig(path)
     return path
+
+
+def _limits(case: dict[str, Any]) -> tuple[float, float]:
+    """Log-axis limits: up to 10× the largest initial loss (a diverging band would otherwise flatten
+    every curve), down to half the smallest finite loss."""
+    losses = [_loss(r["loss"]) for a in case["arms"] for r in a["test"]]
+    first = max(float(v[0]) for v in losses if math.isfinite(v[0]))
+    low = min(float(v[np.isfinite(v) & (v > 0)].min()) for v in losses if (np.isfinite(v) & (v > 0)).any())
+    return 10 * first, low / 2
 
 
 def plot_meta_training(case: dict[str, Any], path: Path) -> Path:
@@ -219,9 +236,10 @@ def _setup(case: dict[str, Any]) -> list[str]:
         f"- **Teleport**: group `{group['name']}` ({'exact on all inputs' if group['exact'] else 'exact on the batch'}), "
         f"g = {'exp(T)' if tp['parametrization'] == 'exp' else 'I + T'} with the exact inverse, ‖T‖_F = "
         f"{tp['magnitude']:g} at every step; relative loss-change tolerance {group['tolerance']:g}.",
-        f"- **LSTMs**: update LSTM `{lstm['update_design']}` (hidden {lstm['update_hidden']}, output × "
-        f"{lstm['update_scale']:g}), teleport LSTM hidden {lstm['teleport_hidden']}, gradients preprocessed "
-        f"`{lstm['preprocess']}`; learned step size in [{lstm['step_size_range'][0]:g}, {lstm['step_size_range'][1]:g}].",
+        f"- **LSTMs**: update LSTM `{lstm['update_design']}` ({DESIGN_NOTES[lstm['update_design']]}; hidden "
+        f"{lstm['update_hidden']}, output × {lstm['update_scale']:g}), teleport LSTM hidden {lstm['teleport_hidden']} "
+        f"(one element per hidden layer from all gradients), gradients preprocessed `{lstm['preprocess']}`; "
+        f"learned step size in [{lstm['step_size_range'][0]:g}, {lstm['step_size_range'][1]:g}].",
         f"- **Meta-training**: {train['trajectories']} trajectories × {train['steps']} steps (seeds {train['seed']}–"
         f"{train['seed'] + train['trajectories'] - 1}), truncated back-propagation every {train['unroll']} steps, "
         f"Adam lr {train['lr_update']:g} (update LSTM) / {train['lr_teleport']:g} (teleport LSTM), meta-loss "
@@ -232,18 +250,18 @@ def _setup(case: dict[str, Any]) -> list[str]:
 
 
 def _scale_note(case: dict[str, Any]) -> str:
+    """How the learned arms' meta-training compares with the reference code's (trajectories × steps)."""
     train = case["config"]["meta_train"]
     used = train["trajectories"] * train["steps"]
-    parts = [f"{label} {n}×{s}" for label, (n, s) in PAPER_SCALE.items()
-             if any(arm_label(a) == label for a in case["arms"])]
-    if not parts:
+    paper = {arm_label(a): PAPER_SCALE[arm_label(a)] for a in case["arms"] if arm_label(a) in PAPER_SCALE}
+    if not paper:
         return ""
-    smallest = min(n * s for label, (n, s) in PAPER_SCALE.items() if any(arm_label(a) == label for a in case["arms"]))
-    if used >= smallest:
-        return f"Meta-training scale matches or exceeds the paper's ({'; '.join(parts)} trajectories × steps)."
-    return (f"**Shrunk**: each learned arm meta-trains on {train['trajectories']}×{train['steps']} = {used} steps; "
-            f"the paper used {'; '.join(parts)} (trajectories × steps). Read the learned arms as under-trained "
-            "relative to the paper.")
+    parts = "; ".join(f"{label} {n}×{s}" for label, (n, s) in paper.items())
+    shrunk = [label for label, (n, s) in paper.items() if used < n * s]
+    if not shrunk:
+        return f"Meta-training ({train['trajectories']}×{train['steps']}) matches or exceeds the paper's ({parts})."
+    return (f"**Shrunk**: every learned arm meta-trains on {train['trajectories']} trajectories × {train['steps']} "
+            f"steps; the paper used {parts}. {', '.join(shrunk)} therefore saw less meta-training than in the paper.")
 
 
 def _arm_table(case: dict[str, Any]) -> list[str]:
@@ -299,7 +317,11 @@ def findings(case: dict[str, Any]) -> list[str]:
             a, b = med(arm), med(arm, "untrained")
             verdict = "lower than" if a < b else "not lower than"
             out.append(f"{label}: median final loss {_fmt(a)} after meta-training, {verdict} its untrained "
-                       f"initialisation's {_fmt(b)}.")
+                       f"initialisation's {_fmt(b)}.{_still_falling(arm)}")
+        sizes = [v for r in arm["test"] for v in r["step_size"] if v is not None and math.isfinite(v)]
+        if sizes:
+            out.append(f"{label}: learned step sizes at test from {min(sizes):.2g} to {max(sizes):.2g} "
+                       f"(median {float(np.median(sizes)):.2g}).")
     for base, tele in (("LSTM(update)", "LSTM(update, tele)"),):
         if base in by_label and tele in by_label:
             a, b = med(by_label[tele]), med(by_label[base])
@@ -319,12 +341,26 @@ def findings(case: dict[str, Any]) -> list[str]:
             continue
         test = change_summary(pooled(arm["test"], "teleport_batch"), tol)
         train = arm["meta_train"]["teleport"]["batch"]
+        held = change_summary(pooled(arm["test"], "teleport_heldout"), tol)
         worst = max((v for v in (test["max"], train["max"]) if v is not None), default=None)
         out.append(f"{label}: {test['count'] + train['count']} teleports (meta-training and test), "
                    f"{test['over_tolerance'] + train['over_tolerance']} beyond the tolerance {tol:g} and "
                    f"{test['not_finite'] + train['not_finite']} with a non-finite loss; largest relative change "
-                   f"of the batch loss {_fmt_change(worst)}.")
+                   f"of the batch loss {_fmt_change(worst)}. On held-out samples the test teleports changed the "
+                   f"loss by {_fmt_change(held['median'])} (median) and up to {_fmt_change(held['max'])}.")
     return out
+
+
+def _still_falling(arm: dict[str, Any], window: int = 10) -> str:
+    """A note when the last trajectories' median loss is still clearly below the window before."""
+    losses = _loss(arm["meta_train"]["trajectory_loss"])
+    if losses.size < 2 * window:
+        return ""
+    last, before = float(np.median(losses[-window:])), float(np.median(losses[-2 * window: -window]))
+    if last < 0.9 * before:
+        return (f" Its meta-training curve was still falling (median {_fmt(last)} over the last {window} "
+                f"trajectories, {_fmt(before)} over the {window} before), so it is under-trained.")
+    return ""
 
 
 def render_markdown(results: dict[str, Any], images: dict[str, dict[str, str]]) -> str:

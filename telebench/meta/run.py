@@ -50,9 +50,20 @@ def build_arm(case: MetaCase, index: int) -> MetaOptimizer:
         return MetaOptimizer(case.arms[index].to_spec(), task.architecture(), case.lstm.to_spec(), apply)
 
 
-def _runs(runs: list[TestRun]) -> list[dict[str, Any]]:
-    return [{"seed": r.seed, "loss": r.loss, "seconds": r.seconds, "teleport_batch": r.teleports.batch,
-             "teleport_heldout": r.teleports.heldout, "step_size": r.step_size} for r in runs]
+def _significant(values: list[float], digits: int) -> list[float]:
+    return [float(f"{v:.{digits}g}") for v in values]
+
+
+def _runs(runs: list[TestRun], brief: bool = False) -> list[dict[str, Any]]:
+    """Test runs as plain data. Losses keep every digit (two runs of one seed must match exactly);
+    clock readings are kept to 0.1 µs, invariance errors to 3 digits, so the file stays small.
+    ``brief`` (untrained runs) keeps the loss curve only."""
+    if brief:
+        return [{"seed": r.seed, "loss": r.loss} for r in runs]
+    return [{"seed": r.seed, "loss": r.loss, "seconds": [round(t, 7) for t in r.seconds],
+             "teleport_batch": _significant(r.teleports.batch, 3),
+             "teleport_heldout": _significant(r.teleports.heldout, 3),
+             "step_size": _significant(r.step_size, 4)} for r in runs]
 
 
 def _train_record(log: MetaTrainLog, tolerance: float) -> dict[str, Any]:
@@ -97,7 +108,7 @@ def run_case(case: MetaCase, progress: Progress | None = None) -> dict[str, Any]
         "arms": [
             {**asdict(opt.arm), "meta_parameters": sum(p.numel() for p in opt.parameters()),
              "meta_train": _train_record(logs[opt.arm.name], tolerance),
-             "untrained": _runs(untrained[opt.arm.name]) if opt.arm.name in untrained else None,
+             "untrained": _runs(untrained[opt.arm.name], brief=True) if opt.arm.name in untrained else None,
              "test": _runs(tested[opt.arm.name])}
             for opt in arms
         ],
@@ -105,21 +116,28 @@ def run_case(case: MetaCase, progress: Progress | None = None) -> dict[str, Any]
 
 
 def run_meta_suite(suite: str | Path | MetaSuite, out_dir: Path | None = None, console: Console | None = None,
-                   overrides: Any = None, plots: bool = True) -> Path:
-    """Run a meta suite (a path, or one already loaded by ``telebench.suite.load_suite``) into ``out_dir``;
-    returns the path of report.md. ``overrides`` (a ``telebench.suite.Overrides``) apply to a path only."""
+                   overrides: Any = None, *, threads: int | None = None, report: bool = True) -> Path:
+    """Run a meta suite into ``out_dir`` and return the path of report.md (results.json with ``report=False``).
+
+    ``suite`` is a path, or a MetaSuite already loaded by ``telebench.suite.load_suite`` (whose caller
+    has shown its notes); ``overrides`` (a ``telebench.suite.Overrides``) apply to a path only.
+    ``threads`` replaces the suite's ``threads``.
+    """
     from telebench.runner import default_out_dir, prepare_out_dir
 
-    loaded = suite if isinstance(suite, MetaSuite) else load_meta_suite(suite, overrides=overrides)
+    console = console or Console()
+    if isinstance(suite, MetaSuite):
+        loaded = suite
+    else:
+        loaded = load_meta_suite(suite, overrides=overrides)
+        for note in loaded.notes:
+            console.print(f"[yellow]note:[/] {note}", highlight=False)
     out = Path(out_dir) if out_dir is not None else default_out_dir(loaded.name)
     prepare_out_dir(out)
-    console = console or Console()
-    for note in loaded.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
     started = now_iso()
     wall = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with _threads(loaded.threads), Progress(*columns, console=console, transient=True) as progress:
+    with _threads(threads or loaded.threads), Progress(*columns, console=console, transient=True) as progress:
         env = {**environment(["cpu"]), "threads": torch.get_num_threads()}
         cases = [run_case(case, progress) for case in loaded.cases]
     results = {
@@ -133,7 +151,10 @@ def run_meta_suite(suite: str | Path | MetaSuite, out_dir: Path | None = None, c
         "environment": env,
         "cases": cases,
     }
-    atomic_write_text(out / "results.json", dumps(results, indent=1))
-    report = write_report(results, out, plots=plots)
-    console.print(f"results: {out / 'results.json'}\nreport:  {report}", highlight=False)
-    return report
+    path = out / "results.json"
+    atomic_write_text(path, dumps(results))
+    console.print(f"results: {path}", highlight=False)
+    if report:
+        path = write_report(results, out)
+        console.print(f"report:  {path}", highlight=False)
+    return path

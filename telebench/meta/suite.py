@@ -181,7 +181,8 @@ class MetaSuiteFile(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     kind: Literal["meta"]
     description: str = ""
-    threads: PosInt | None = None  # torch threads for the run (None: leave torch's default)
+    threads: PosInt | None = 1  # torch threads for the run; null leaves torch's default. The matrices are
+    # tiny, so more threads only add synchronisation, and on a busy machine a descheduled thread stalls every op.
     defaults: dict[str, Any] = Field(default_factory=dict)
     cases: list[dict[str, Any]] = Field(min_length=1)
 
@@ -237,6 +238,10 @@ class _Origin:
             return ("defaults",)
         return ("cases", self.index)
 
+    def written(self, *loc: str | int) -> bool:
+        """Whether the suite spelled out the value at ``loc`` (in the case or the defaults)."""
+        return _has(self.raw_case, loc) or _has(self.raw_defaults, loc)
+
     def key(self, *loc: str | int) -> str:
         return key_path(self.base(loc) + loc)
 
@@ -290,9 +295,12 @@ def _check_group(source: str, case: MetaCase, origin: _Origin) -> None:
     try:
         group.check(task.architecture())
     except SymmetryError as exc:
-        reason = str(exc).split(": ", 1)[-1].rstrip(".")
+        reason = str(exc).split(": ", 1)[-1].rstrip(".").replace(f"group {group.name!r} ", "it ", 1)
+        if not origin.written("teleport", "group"):
+            raise _fail(source, origin.key("task", "activation"), f"{task.activation!r} does not fit the default "
+                        f"teleport group {group.name!r}: {reason} (set teleport.group)") from None
         raise _fail(source, origin.key("teleport", "group"), f"group {group.name!r} does not fit "
-                    f"{origin.key('task', 'activation')} {task.activation!r} ({reason})") from None
+                    f"{origin.key('task', 'activation')} {task.activation!r}: {reason}") from None
     narrowest = min(task.widths[1:-1])
     if not group.exact and task.samples > narrowest:
         raise _fail(source, origin.key("task", "samples"), f"group {group.name!r} preserves the loss on a batch of "
