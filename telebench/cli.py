@@ -193,12 +193,13 @@ def run_command(
         False, "--allow-shared-device", help="Let timed trials share a device; the report then marks timings as shared."
     ),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.md and plots after the run."),
-    threads: int | None = typer.Option(
-        None,
+    threads: int = typer.Option(
+        1,
         "--threads",
         min=1,
-        help="torch intra-op threads for local runs; 1 gives steadier timings for small MLPs on a busy machine "
-        "[default: torch's choice]. Recorded in the results' environment.",
+        help="torch intra-op threads in this process. The default, 1, gives steady timings for the small MLPs "
+        "telebench trains (more threads made them several times slower and erratic on a busy 2-core machine); "
+        "raise it for wide models. Recorded in the results' environment.",
     ),
     seeds: str | None = seeds_option(),
     devices: str | None = devices_option(),
@@ -217,10 +218,9 @@ def run_command(
 
     overrides = overrides_from_options(seeds, devices, arms, budget_steps, eval_every, cases, sets)
     loaded = load_suite(suite, overrides)
-    if threads is not None:
-        import torch
+    import torch
 
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     console = Console()
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
