@@ -242,9 +242,8 @@ def test_worker_board_keeps_one_row_per_worker() -> None:
     board.update(WorkerStatus("node-a", 11, running=pair))
     board.update(WorkerStatus("node-b", 12))
     board.update(WorkerStatus("node-a", 11, finished=2))
-    rows = {task.description for task in progress.tasks}
-    assert len(progress.tasks) == 2
-    assert "  node-a:11: [dim]idle[/] · 2 finished" in rows
+    rows = {task.description: task.completed for task in progress.tasks}
+    assert rows == {"  node-a:11: [dim]idle[/]": 2, "  node-b:12: [dim]idle[/]": 0}
     assert describe(WorkerStatus("node-a", 11, running=pair)).startswith("  node-a:11: digits-mlp · sgd · seed 3 (2 arms)")
 
 
@@ -253,6 +252,14 @@ def test_ray_missing_is_one_sentence_with_the_install_command(monkeypatch) -> No
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError, as without Ray
     with pytest.raises(UserError, match=r"pip install 'telebench\[ray\]'"):
         get_executor("ray")
+
+
+def test_a_ray_address_where_nothing_listens_fails_fast() -> None:
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'telebench[ray]')")
+    with pytest.raises(UserError, match="nothing answers there"):
+        get_executor("ray", address="127.0.0.1:1")
+    with pytest.raises(UserError, match="neither auto nor HOST:PORT"):
+        get_executor("ray", address="head-node")
 
 
 @pytest.mark.parametrize(

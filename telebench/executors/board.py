@@ -19,11 +19,11 @@ def describe(status: WorkerStatus) -> str:
         doing = f"{first.case} · {first.optimizer_label} · seed {first.seed} ({len(status.running)} arms)"
     else:
         doing = "[dim]idle[/]"
-    return f"  {status.label}: {doing} · {status.finished} finished"
+    return f"  {status.label}: {doing}"
 
 
 class WorkerBoard:
-    """One extra row per worker in a rich Progress; the row's count is the trials it finished."""
+    """One extra row per worker in a rich Progress; the row's count (N/?) is the trials it finished."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress

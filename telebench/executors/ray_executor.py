@@ -14,6 +14,7 @@ Ray is imported only here, and only when this executor is chosen.
 from __future__ import annotations
 
 import logging
+import socket
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,8 @@ class RayExecutor:
 
     def __post_init__(self) -> None:
         import_ray()  # fail before any training starts
+        if self.address is not None:
+            _probe(self.address)
         if self.jobs is not None and self.jobs < 1:
             raise UserError(f"--jobs {self.jobs}: the local Ray cluster needs at least 1 CPU.")
         if self.threads is not None and self.threads < 1:
@@ -87,6 +90,25 @@ def _check_devices(pairs: list[list[TrialSpec]]) -> None:
             )
 
 
+def _probe(address: str) -> None:
+    """Refuse an address where nothing listens: Ray itself retries such an address for minutes."""
+    if address == "auto":
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(
+            f"--address {address!r} is neither auto nor HOST:PORT; pass the address `ray start --head` printed, "
+            "e.g. 10.0.0.5:6379."
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise UserError(
+            f"--address {address}: nothing answers there ({exc.strerror or exc}); start the cluster with "
+            f"`ray start --head --port={port}` on {host}, or check the address."
+        ) from None
+
+
 def _connect(ray: Any, address: str | None, jobs: int | None) -> bool:
     """Join the cluster at `address`, or start a private local one; True if this call started it.
     With `address=None` Ray gets "local", so it never attaches to a cluster the user did not name."""
@@ -101,8 +123,9 @@ def _connect(ray: Any, address: str | None, jobs: int | None) -> bool:
     except (ConnectionError, ValueError) as exc:
         where = address or "a local cluster"
         raise UserError(
-            f"--address {where}: cannot connect to a Ray cluster ({str(exc).splitlines()[0]}); "
-            "start one with `ray start --head` and pass the address it prints."
+            f"--address {where}: cannot connect to a Ray cluster ({str(exc).splitlines()[0]}); start one with "
+            "`ray start --head` and pass the address it prints (a cluster with token authentication also needs "
+            "RAY_AUTH_MODE=token and its token here, see `ray get-auth-token`)."
         ) from None
     return True
 
@@ -204,6 +227,8 @@ class _RayRun:
             while self.waiting or self.inflight:
                 self._submit_ready()
                 refs = list(self.inflight)
+                if not refs:  # with nothing in flight every node is free, so this is a bug, not a wait
+                    raise RuntimeError(f"ray executor: {len(self.waiting)} pair(s) wait but none can be placed")
                 ready, _ = self.ray.wait(refs, num_returns=1, timeout=POLL_S)
                 if ready:
                     ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0)
@@ -214,7 +239,14 @@ class _RayRun:
             self._abort()
             raise
         finally:
-            self.ray.kill(self.box)  # on a shared cluster the actor would outlive the run
+            self._release_box()
+
+    def _release_box(self) -> None:
+        """On a shared cluster the actor would outlive the run; a dead cluster has nothing to release."""
+        try:
+            self.ray.kill(self.box)
+        except Exception:  # never mask the run's own outcome or a Ctrl-C
+            pass
 
     def _submit_ready(self) -> None:
         for index in list(self.waiting):

@@ -27,10 +27,18 @@ from telebench.symmetry.problem import Problem
 from telebench.symmetry.search import Settings, search
 from telebench.symmetry.teleport import LayerTransform, TeleportRecord, teleport
 
+# isort: split
+# After objectives, whose registry imports these two modules (importing them first would be circular).
+# Their measuring functions stay in the modules (telebench.symmetry.sharpness.sharpness, ...curvature.curvature):
+# exported here under the same names they would hide the modules themselves.
+from telebench.symmetry.curvature import Curvature
+from telebench.symmetry.sharpness import Sharpness
+
 __all__ = [
     "GROUPS",
     "OBJECTIVES",
     "Architecture",
+    "Curvature",
     "Evaluation",
     "ExactGroup",
     "GLDataGroup",
@@ -42,6 +50,7 @@ __all__ = [
     "Problem",
     "RescaleGroup",
     "Settings",
+    "Sharpness",
     "SymmetryError",
     "TeleportRecord",
     "check_model",

@@ -130,3 +130,10 @@ def get_objective(objective: str | Objective, **kwargs: Any) -> Objective:
         return cls(**kwargs)
     except TypeError as exc:
         raise ValueError(f"bad options {sorted(kwargs)} for objective {objective!r}: {exc}") from None
+
+
+# Objectives in their own modules; imported here (they subclass Objective above) so the registry knows them.
+from telebench.symmetry.curvature import Curvature  # noqa: E402
+from telebench.symmetry.sharpness import Sharpness  # noqa: E402
+
+OBJECTIVES.update({Sharpness.name: Sharpness, Curvature.name: Curvature})
