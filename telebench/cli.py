@@ -187,7 +187,9 @@ def run_command(
     executor: str | None = typer.Option(
         None, "--executor", help="local (default), process or ray; overrides the suite's `executor`."
     ),
-    jobs: int = typer.Option(1, "--jobs", min=1, help="Worker processes for --executor process."),
+    jobs: int | None = typer.Option(
+        None, "--jobs", min=1, help="Workers for --executor process or ray [default: one per CPU core]."
+    ),
     address: str | None = typer.Option(None, "--address", help="Ray cluster: auto or HOST:PORT (--executor ray)."),
     allow_shared_device: bool = typer.Option(
         False, "--allow-shared-device", help="Let timed trials share a device; the report then marks timings as shared."
@@ -231,15 +233,17 @@ def run_command(
         run_meta_suite(loaded.meta, out_dir, console, threads=threads, report=report)
         return
     plan = expand(loaded)
-    options = {"jobs": jobs, "address": address, "allow_shared_device": allow_shared_device}
     name = executor or loaded.executor
+    options = {"jobs": jobs, "address": address, "allow_shared_device": allow_shared_device}
+    if name != "local":
+        options["threads"] = threads  # workers use the same thread count as a local run, so results match
     outcome = run_plan(
         plan,
         loaded.name,
         suite,
         out_dir,
         executor_name=name,
-        executor_options={k: v for k, v in options.items() if _executor_accepts(name, k)},
+        executor_options=options,
         data_root=data_root,
         console=console,
         write_report=report,
@@ -251,18 +255,6 @@ def run_command(
         console.print(f"report:  {outcome.report_path}", highlight=False)
     if outcome.interrupted:
         raise typer.Exit(130)
-
-
-def _executor_accepts(name: str, option: str) -> bool:
-    """Executors take only the options that mean something to them (local ignores --jobs)."""
-    import dataclasses
-
-    from telebench.executors import EXECUTORS
-
-    cls = EXECUTORS.get(name)
-    if cls is None or not dataclasses.is_dataclass(cls):
-        return False
-    return option in {f.name for f in dataclasses.fields(cls)}
 
 
 # ---- profile ------------------------------------------------------------------------------------

@@ -112,6 +112,7 @@ def run_plan(
     description: str = "",
 ) -> RunOutcome:
     from telebench.executors import get_executor
+    from telebench.executors.board import WorkerBoard
 
     console = console or Console()
     prepare_out_dir(out_dir)
@@ -162,9 +163,11 @@ def run_plan(
                 f"{record['status']}[/] {record.get('message', '')}"
             )
 
+    board = WorkerBoard(progress)
     try:
         with progress:
-            executor.run(todo, on_trial, on_progress)
+            executor.run(todo, on_trial, on_progress, on_worker=board.update)
+            progress.update(task, completed=n_todo)  # fractional progress can fall a hair short of the total
     except KeyboardInterrupt:
         interrupted = True
         console.print(f"[yellow]Interrupted: {len(done)} finished trial(s) kept in {log.path}; rerun with --out {out_dir} to resume.[/]")
