@@ -73,6 +73,7 @@ def _harness(spec: TrialSpec, data) -> tuple[float, float]:
 @pytest.mark.benchmark(group="harness")
 def test_harness_overhead(benchmark) -> None:
     torch.manual_seed(0)
+    torch.set_num_threads(1)  # what `telebench run` uses by default
     spec = _spec()
     data = load_dataset(spec.dataset)
     bare, clock, wall = [], [], []
