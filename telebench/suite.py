@@ -498,6 +498,10 @@ def load_suite(path: str | Path, overrides: Overrides | None = None, *, check_de
     if kind == "meta":
         return _load_meta(path, raw, ov)
     if kind != "train":
+        if kind == "correlation":
+            raise UserError(
+                f"{source}: kind: correlation is a correlation study, which `telebench correlate {source}` runs."
+            )
         raise UserError(f"{source}: kind: must be 'train' (the default) or 'meta', got {kind!r}.")
     try:
         doc = SuiteFile.model_validate(raw)

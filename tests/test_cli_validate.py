@@ -72,7 +72,7 @@ CASES: dict[str, tuple[Case, int, str]] = {
                      "--devices: 'cuda' was asked for but no CUDA device is visible; use cpu, or auto"),
     "auto-notes-cpu": (Case(GOOD, ("--set", "defaults.devices=[auto]")), 0,
                        "note: defaults.devices: auto runs on cpu, because no CUDA device is visible."),
-    "quickstart": (Case("quickstart"), 0, "ok — 2 cases, 36 trials"),
+    "quickstart": (Case("quickstart"), 0, "ok — 2 cases, 60 trials"),
     "list": (Case("quickstart", ("--seeds", "0,1", "--arms", "baseline,random-teleport"), "list"), 0,
              "quickstart: 16 trials, rough time"),
 }

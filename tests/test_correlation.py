@@ -166,3 +166,7 @@ def test_paired_differences_of_final_metrics():
     assert rows[("same", "final_val_loss")].verdict == "no clear difference"
     table = render_markdown(list(rows.values()))
     assert "| c | better | 0.5000 | 0.4700 | -0.0300 [" in table
+    # against another arm instead of the baseline (e.g. the random-teleport control)
+    against = {(r.arm, r.metric): r for r in paired_differences({"trials": trials}, reference="same")}
+    assert ("same", "final_val_loss") not in against and against[("baseline", "final_val_loss")].n == 5
+    assert against[("better", "final_val_loss")].verdict == "better"

@@ -347,3 +347,10 @@ def test_estimate_grows_with_steps_and_teleports(tmp_path: Path) -> None:
     assert estimate_seconds([_trial(short, "teleport")]) > estimate_seconds([_trial(short, "baseline")])
     one_epoch = expand(load(tmp_path, "defaults.budget={epochs: 1}", "defaults.batch_size=1258"))
     assert estimate_seconds(one_epoch) < estimate_seconds(short)
+
+
+def test_a_correlation_study_given_to_run_points_at_correlate(tmp_path) -> None:
+    path = tmp_path / "study.yaml"
+    path.write_text("kind: correlation\nname: s\n")
+    with pytest.raises(UserError, match="telebench correlate"):
+        load_suite(path)

@@ -8,7 +8,7 @@ bootstrap 95 % interval (:func:`telebench.stats.bootstrap_ci`), a two-sided Wilc
 p-value, and how many seeds improved. With 5 seeds the smallest possible p is 0.0625, so the
 interval carries the verdict.
 
-    python -m telebench.correlation.paired reports/paper-generalization/results.json [--out FILE.md]
+    python -m telebench.correlation.paired reports/paper-generalization/results.json [--against ARM] [--out FILE.md]
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ METRICS = {"final_val_loss": "lower", "final_val_accuracy": "higher"}
 
 @dataclass(frozen=True)
 class PairedDifference:
+    """Arm against a reference arm (the baseline unless chosen), over the seeds both finished."""
+
     case: str
     optimizer: str
     arm: str
@@ -72,8 +74,9 @@ def _wilcoxon(differences: list[float]) -> float | None:
     return None if math.isnan(p) else p
 
 
-def paired_differences(results: dict[str, Any]) -> list[PairedDifference]:
-    """One row per (case, optimizer, non-baseline arm, metric), from a results.json's trials."""
+def paired_differences(results: dict[str, Any], reference: str | None = None) -> list[PairedDifference]:
+    """One row per (case, optimizer, arm, metric), from a results.json's trials: each arm against the
+    baseline, or against the arm labelled ``reference`` (e.g. the random-teleport control)."""
     groups: dict[tuple[str, str], dict[str, dict[int, dict[str, Any]]]] = {}
     baselines: dict[tuple[str, str], str] = {}
     for trial in results.get("trials", []):
@@ -85,8 +88,8 @@ def paired_differences(results: dict[str, Any]) -> list[PairedDifference]:
             baselines[key] = str(trial["arm"])
     rows = []
     for key, arms in groups.items():
-        base_label = baselines.get(key)
-        if base_label is None:
+        base_label = reference if reference is not None else baselines.get(key)
+        if base_label is None or base_label not in arms:
             continue
         base = arms[base_label]
         for arm, trials in arms.items():
@@ -111,12 +114,12 @@ def _row(key: tuple[str, str], arm: str, metric: str, pairs: list[tuple[float, f
                             float(np.median(diffs)), low, high, _wilcoxon(diffs), better)
 
 
-def render_markdown(rows: list[PairedDifference]) -> str:
-    """A table per metric: each arm's median final value, its median paired difference from the baseline."""
+def render_markdown(rows: list[PairedDifference], reference: str = "baseline") -> str:
+    """A table per metric: each arm's median final value, its median paired difference from the reference."""
     lines = []
     for metric, better in METRICS.items():
-        lines += [f"**{metric}** ({better} is better; difference = arm − baseline, per seed)", "",
-                  "| case | arm | baseline median | arm median | median difference [95 % CI] | Wilcoxon p | seeds better | verdict |",
+        lines += [f"**{metric}** ({better} is better; difference = arm − {reference}, per seed)", "",
+                  f"| case | arm | {reference} median | arm median | median difference [95 % CI] | Wilcoxon p | seeds better | verdict |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in (r for r in rows if r.metric == metric):
             if r.median_difference is None:
@@ -133,9 +136,11 @@ def render_markdown(rows: list[PairedDifference]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path, help="a results.json written by `telebench run`")
+    parser.add_argument("--against", help="compare with this arm label instead of the baseline (e.g. random)")
     parser.add_argument("--out", type=Path, help="write the markdown tables here instead of printing them")
     args = parser.parse_args(argv)
-    text = render_markdown(paired_differences(load_results(args.results)))
+    rows = paired_differences(load_results(args.results), reference=args.against)
+    text = render_markdown(rows, reference=args.against or "baseline")
     if args.out:
         args.out.write_text(text, encoding="utf-8")
     else:

@@ -186,6 +186,7 @@ class PairRunner:
                 cap=tp.cap,
                 tolerance=tp.tolerance,
                 objective_kwargs=thaw(tp.objective_params) or None,
+                generator=self._generator(arm),
             )
             if record.accepted or tp.state_policy == "reset":
                 arm.optimizer = apply_state_policy(
@@ -200,6 +201,11 @@ class PairRunner:
             held_out_relative_loss_change=abs(ho_after - ho_before) / max(abs(ho_before), 1e-12),
         )
         arm.teleports.append(row)
+
+    def _generator(self, arm: _ArmState) -> torch.Generator:
+        """Seeded per (seed, step): random teleports and objective draws repeat exactly on a rerun,
+        and every arm of a seed draws the same numbers at the same step."""
+        return torch.Generator(device=self.device).manual_seed(arm.spec.seed * 1_000_003 + arm.step)
 
     def _train_step(self, arm: _ArmState) -> None:
         if arm.step in arm.schedule:
