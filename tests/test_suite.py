@@ -60,7 +60,7 @@ def no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_quickstart_plan_is_seed_major_with_adjacent_arms() -> None:
     suite = load_suite(QUICKSTART)
     plan = expand(suite)
-    assert len(plan) == 2 * 2 * 3 * 3  # cases x optimizers x seeds x arms
+    assert len(plan) == 2 * 2 * 5 * 3  # cases x optimizers x seeds x arms
     assert {t.arm for t in plan} == {"baseline", "teleport", "reset-only"}
     assert {t.optimizer.name for t in plan} == {"sgd", "adam"}
     assert {t.dataset.name for t in plan} <= {"digits", "synthetic-regression"}
