@@ -40,7 +40,7 @@ def main() -> None:
 def report_command(
     results: str = typer.Argument(..., help="A results.json written by `telebench run`."),
     out: str | None = typer.Option(
-        None, "--out", help="Folder for report.md and plots [default: the folder of RESULTS]."
+        None, "--out", help="Folder for report.md and plots \\[default: the folder of RESULTS]."
     ),
 ) -> None:
     """Re-render report.md, its plots and the summary table from a results file alone."""
@@ -69,9 +69,13 @@ def compare_command(
     ),
     alpha: float = typer.Option(0.01, "--alpha", help="Significance level of the Mann-Whitney U test."),
     fail_on_improvement: bool = typer.Option(
-        False, "--fail-on-improvement", help="Also fail on an improvement beyond a limit (for a pinned baseline)."
+        False,
+        "--fail-on-improvement",
+        help="Also fail on an improvement beyond a limit (for a pinned baseline).",
     ),
-    markdown: str | None = typer.Option(None, "--markdown", help="Write a pull-request comment in markdown here."),
+    markdown: str | None = typer.Option(
+        None, "--markdown", help="Write a pull-request comment in markdown here."
+    ),
     json_out: str | None = typer.Option(None, "--json", help="Write the comparison as JSON here."),
 ) -> None:
     """Compare two results files; exit 1 when a metric regressed beyond its limit, 2 on bad input."""
@@ -101,11 +105,17 @@ def seeds_option() -> typer.models.OptionInfo:
 
 
 def devices_option() -> typer.models.OptionInfo:
-    return typer.Option(None, "--devices", help="Devices replacing every case's: cpu, cuda, cuda:N or auto, comma-separated.")
+    return typer.Option(
+        None, "--devices", help="Devices replacing every case's: cpu, cuda, cuda:N or auto, comma-separated."
+    )
 
 
 def arms_option() -> typer.models.OptionInfo:
-    return typer.Option(None, "--arms", help="Arm labels to keep, comma-separated; a built-in arm kind is added where missing.")
+    return typer.Option(
+        None,
+        "--arms",
+        help="Arm labels to keep, comma-separated; a built-in arm kind is added where missing.",
+    )
 
 
 def cases_option() -> typer.models.OptionInfo:
@@ -121,8 +131,12 @@ def eval_every_option() -> typer.models.OptionInfo:
 
 
 def set_option() -> typer.models.OptionInfo:
-    return typer.Option(None, "--set", help="Edit the suite before validation, KEY.PATH=VALUE (YAML value), repeatable; "
-                        "e.g. --set defaults.batch_size=64 --set cases[0].optimizers[1].lr=0.01.")
+    return typer.Option(
+        None,
+        "--set",
+        help="Edit the suite before validation, KEY.PATH=VALUE (YAML value), repeatable; "
+        "e.g. --set defaults.batch_size=64 --set cases[0].optimizers[1].lr=0.01.",
+    )
 
 
 @app.command("validate")
@@ -140,6 +154,8 @@ def validate_command(
     from telebench.suite import expand, load_suite, overrides_from_options
     from telebench.suite_view import render_validate
 
+    if _render_study(suite, plan=False):
+        return
     overrides = overrides_from_options(seeds, devices, arms, budget_steps, eval_every, cases, sets)
     loaded = load_suite(suite, overrides)
     if loaded.kind == "meta":
@@ -148,6 +164,35 @@ def validate_command(
         render_meta_validate(loaded.meta, Console())
         return
     render_validate(loaded, expand(loaded), Console())
+
+
+def _render_study(path: str, plan: bool) -> bool:
+    """`validate`/`list` of a `kind: correlation` study (run by `telebench correlate`); False for suites."""
+    import yaml
+
+    try:
+        kind = (yaml.safe_load(open(path, encoding="utf-8")) or {}).get("kind")
+    except Exception:  # unreadable or not a mapping: load_suite reports it properly
+        return False
+    if kind != "correlation":
+        return False
+    from telebench.correlation import load_study
+
+    study = load_study(path)
+    console = Console()
+    console.print(
+        f"{path}: ok — correlation study, {len(study.cases)} cases, "
+        f"{sum(c.networks for c in study.cases)} networks; run it with `telebench correlate {path}`",
+        highlight=False,
+    )
+    if plan:
+        for case in study.cases:
+            console.print(
+                f"  {case.name}: {case.networks} × {case.dataset.name} {'-'.join(map(str, case.model.widths))}"
+                f" {case.optimizer.name} lr {case.optimizer.lr}, {case.budget_value:g} {case.budget_kind}",
+                highlight=False,
+            )
+    return True
 
 
 @app.command("list")
@@ -165,8 +210,10 @@ def list_command(
     from telebench.suite import expand, load_suite, overrides_from_options
     from telebench.suite_view import render_plan
 
+    if _render_study(suite, plan=True):
+        return
     overrides = overrides_from_options(seeds, devices, arms, budget_steps, eval_every, cases, sets)
-    loaded = load_suite(suite, overrides)
+    loaded = load_suite(suite, overrides, check_devices=False)
     if loaded.kind == "meta":
         from telebench.meta.view import render_meta_plan
 
@@ -179,7 +226,9 @@ def list_command(
 def run_command(
     suite: str = typer.Argument(..., help="The suite YAML file."),
     out: str | None = typer.Option(
-        None, "--out", help="Output folder; rerunning into the same folder resumes [default: reports/<suite>-<timestamp>]."
+        None,
+        "--out",
+        help="Output folder; rerunning into the same folder resumes \\[default: reports/<suite>-<timestamp>].",
     ),
     data_root: str | None = typer.Option(
         None, "--data-root", help="Folder holding dataset files (torchvision layout or raw IDX/CIFAR files)."
@@ -188,20 +237,26 @@ def run_command(
         None, "--executor", help="local (default), process or ray; overrides the suite's `executor`."
     ),
     jobs: int | None = typer.Option(
-        None, "--jobs", min=1, help="Workers for --executor process or ray [default: one per CPU core]."
+        None, "--jobs", min=1, help="Workers for --executor process or ray \\[default: one per CPU core]."
     ),
-    address: str | None = typer.Option(None, "--address", help="Ray cluster: auto or HOST:PORT (--executor ray)."),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster: auto or HOST:PORT (--executor ray)."
+    ),
     allow_shared_device: bool = typer.Option(
-        False, "--allow-shared-device", help="Let timed trials share a device; the report then marks timings as shared."
+        False,
+        "--allow-shared-device",
+        help="Let timed trials share a device; the report then marks timings as shared.",
     ),
-    report: bool = typer.Option(True, "--report/--no-report", help="Write report.md and plots after the run."),
-    threads: int = typer.Option(
-        1,
+    report: bool = typer.Option(
+        True, "--report/--no-report", help="Write report.md and plots after the run."
+    ),
+    threads: int | None = typer.Option(
+        None,
         "--threads",
         min=1,
-        help="torch intra-op threads in this process. The default, 1, gives steady timings for the small MLPs "
-        "telebench trains (more threads made them several times slower and erratic on a busy 2-core machine); "
-        "raise it for wide models. Recorded in the results' environment.",
+        help="torch intra-op threads per trial \\[default: 1; a meta suite's own `threads`]. One thread gives steady "
+        "timings for the small MLPs telebench trains (more made them several times slower and erratic on a busy "
+        "2-core machine); raise it for wide models. Recorded in the results' environment.",
     ),
     seeds: str | None = seeds_option(),
     devices: str | None = devices_option(),
@@ -222,7 +277,7 @@ def run_command(
     loaded = load_suite(suite, overrides)
     import torch
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads or 1)
     console = Console()
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
@@ -236,7 +291,7 @@ def run_command(
     name = executor or loaded.executor
     options = {"jobs": jobs, "address": address, "allow_shared_device": allow_shared_device}
     if name != "local":
-        options["threads"] = threads  # workers use the same thread count as a local run, so results match
+        options["threads"] = threads or 1  # workers use the same thread count as a local run, so results match
     outcome = run_plan(
         plan,
         loaded.name,
@@ -267,10 +322,10 @@ def profile_command(
     ),
     case: str | None = typer.Option(None, "--case", help="Profile only this case of SUITE."),
     device: str | None = typer.Option(
-        None, "--device", help="cpu or cuda [default: the case's device, or cpu]."
+        None, "--device", help="cpu or cuda \\[default: the case's device, or cpu]."
     ),
     out: str | None = typer.Option(
-        None, "--out", help="Output folder [default: reports/profile-<timestamp>]."
+        None, "--out", help="Output folder \\[default: reports/profile-<timestamp>]."
     ),
     model: str | None = typer.Option(None, "--model", help="Without SUITE: layer widths, e.g. 784-16-10-10."),
     activation: str = typer.Option("leaky_relu", "--activation", help="relu, leaky_relu, identity, tanh ..."),
@@ -281,7 +336,7 @@ def profile_command(
     lr: float = typer.Option(1e-2, "--lr", help="Teleport learning rate."),
     batch: int = typer.Option(200, "--batch", help="Teleport batch (also the gradient-evaluation batch)."),
     train_batch: int | None = typer.Option(
-        None, "--train-batch", help="Training-step batch [default: --batch]."
+        None, "--train-batch", help="Training-step batch \\[default: --batch]."
     ),
     optimizer: str = typer.Option("sgd", "--optimizer", help="Optimizer of the training step."),
     train_lr: float = typer.Option(1e-2, "--train-lr", help="Learning rate of the training step."),
@@ -305,7 +360,7 @@ def profile_command(
     ),
     top: int = typer.Option(15, "--top", min=1, help="Operators listed per table."),
     threads: int | None = typer.Option(
-        None, "--threads", min=1, help="torch intra-op threads [default: torch's]."
+        None, "--threads", min=1, help="torch intra-op threads \\[default: torch's]."
     ),
     data_root: str | None = typer.Option(None, "--data-root", help="Folder holding dataset files."),
 ) -> None:
@@ -330,13 +385,29 @@ def profile_command(
     else:
         assert model is not None
         source = TargetOptions(
-            model=model, activation=activation, group=group, objective=objective, direction=direction,
-            steps=steps, lr=lr, batch=batch, train_batch=train_batch, optimizer=optimizer, train_lr=train_lr,
-            dataset=dataset, device=device or "cpu", seed=seed,
+            model=model,
+            activation=activation,
+            group=group,
+            objective=objective,
+            direction=direction,
+            steps=steps,
+            lr=lr,
+            batch=batch,
+            train_batch=train_batch,
+            optimizer=optimizer,
+            train_lr=train_lr,
+            dataset=dataset,
+            device=device or "cpu",
+            seed=seed,
         )
     options = ProfileOptions(
-        warmup=warmup, repeat=repeat, profiler=not no_trace, compile=compile_,
-        compile_backend=compile_backend, sweeps=tuple(parse_sweeps(sweep or [])), top=top,
+        warmup=warmup,
+        repeat=repeat,
+        profiler=not no_trace,
+        compile=compile_,
+        compile_backend=compile_backend,
+        sweeps=tuple(parse_sweeps(sweep or [])),
+        top=top,
         data_root=data_root,
     )
     run_profile(source, options, Path(out) if out else None, threads, Console())
@@ -347,12 +418,18 @@ def profile_command(
 
 @app.command("correlate")
 def correlate_command(
-    study: str = typer.Argument(..., help="A correlation study YAML (kind: correlation), e.g. suites/paper-correlation.yaml."),
-    out: str | None = typer.Option(
-        None, "--out", help="Output folder; rerunning into it resumes [default: reports/<study>-<timestamp>]."
+    study: str = typer.Argument(
+        ..., help="A correlation study YAML (kind: correlation), e.g. suites/paper-correlation.yaml."
     ),
-    jobs: int = typer.Option(1, "--jobs", help="Worker processes training networks in parallel (untimed work)."),
-    networks: int | None = typer.Option(None, "--networks", help="Networks per case, replacing the study's count."),
+    out: str | None = typer.Option(
+        None, "--out", help="Output folder; rerunning into it resumes \\[default: reports/<study>-<timestamp>]."
+    ),
+    jobs: int = typer.Option(
+        1, "--jobs", help="Worker processes training networks in parallel (untimed work)."
+    ),
+    networks: int | None = typer.Option(
+        None, "--networks", help="Networks per case, replacing the study's count."
+    ),
     cases: str | None = typer.Option(None, "--cases", help="Case names to keep, comma-separated."),
     data_root: str | None = typer.Option(None, "--data-root", help="Folder holding dataset files."),
 ) -> None:
@@ -368,7 +445,9 @@ def correlate_command(
     try:
         outcome = run_study(loaded, out_dir, jobs=jobs, data_root=data_root, console=console)
     except KeyboardInterrupt:
-        console.print(f"interrupted: finished networks are kept in {out_dir}; rerun with --out {out_dir} to resume.")
+        console.print(
+            f"interrupted: finished networks are kept in {out_dir}; rerun with --out {out_dir} to resume."
+        )
         raise typer.Exit(130) from None
     console.print(f"results: {out_dir / 'results.json'}", highlight=False)
     console.print(f"report:  {outcome.report}", highlight=False)

@@ -366,9 +366,9 @@ def _check_batches_and_groups(source: str, case: Case, origin: _Origin) -> None:
                                 f"{tp.group!r}, which needs {needs}; change the activation or set teleport.group")
                 raise _fail(source, group_key, f"group {tp.group!r} needs a {needs} activation but "
                             f"{activation_key} is {activation!r}; change one of them")
-            if tp.group == "gl-data" and case.model.negative_slope == 0:
+            if tp.group == "gl-data" and case.model.negative_slope <= 0:
                 raise _fail(source, origin.case_key("model", "negative_slope"), "group 'gl-data' needs an "
-                            "invertible activation, so a leaky_relu slope other than 0")
+                            "invertible activation, so a positive leaky_relu slope")
             if n_train is not None and tp.batch_size > n_train:
                 raise _fail(source, origin.teleport_key(j, k, "batch_size"),
                             f"teleport batch {tp.batch_size} is larger than the {n_train} training samples of "
