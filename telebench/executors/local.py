@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import time
 from dataclasses import dataclass
+
+import torch
 
 from telebench.executors.base import TrialCallback, WorkerCallback, run_pair_safely
 from telebench.spec import TrialSpec
@@ -21,6 +26,14 @@ class LocalExecutor:
         on_progress: ProgressFn | None,
         on_worker: WorkerCallback | None = None,  # one worker (this process): the main bar says it all
     ) -> None:
+        host, pid = socket.gethostname(), os.getpid()
         for specs in pairs:
-            for record in run_pair_safely(specs, self.data_root, on_progress):
+            started = time.time()
+            records = run_pair_safely(specs, self.data_root, on_progress)
+            finished = time.time()
+            for record in records:  # the same provenance fields the process and Ray executors write
+                record.update(host=host, worker=pid, executor=self.name, attempt=1)
+                record.setdefault("timing", {}).update(
+                    threads=torch.get_num_threads(), pair_started_unix=started, pair_finished_unix=finished
+                )
                 on_trial(record)
