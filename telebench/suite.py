@@ -344,6 +344,18 @@ def _check_arms(source: str, case: Case, origin: _Origin) -> None:
         seen[arm.name] = k
 
 
+def _check_objective_params(source: str, tp: TeleportSettings, key: str) -> None:
+    """Build the objective once, so a bad option stops the suite here, not at a trial's first teleport."""
+    try:
+        from telebench.symmetry import get_objective
+    except ImportError:  # pragma: no cover - the symmetry package is part of telebench
+        return
+    try:
+        get_objective(tp.objective, **dict(tp.objective_params or {}))
+    except (ValueError, TypeError) as exc:
+        raise _fail(source, key, f"{exc}".rstrip(".")) from None
+
+
 def _check_batches_and_groups(source: str, case: Case, origin: _Origin) -> None:
     """Batches must fit the training split; teleports must fit the group and the activation."""
     n_train = registry.dataset_train_size(case.dataset.name, case.dataset.params)
@@ -356,6 +368,7 @@ def _check_batches_and_groups(source: str, case: Case, origin: _Origin) -> None:
             if arm.kind not in ("teleport", "random-teleport"):
                 continue
             tp = teleport_settings(case, opt, arm)
+            _check_objective_params(source, tp, origin.teleport_key(j, k, "objective_params"))
             fits = registry.GROUP_ACTIVATIONS.get(tp.group)
             if fits is not None and activation not in fits:
                 needs = f"{', '.join(fits[:-1])} or {fits[-1]}" if len(fits) > 1 else fits[0]

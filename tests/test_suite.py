@@ -354,3 +354,26 @@ def test_a_correlation_study_given_to_run_points_at_correlate(tmp_path) -> None:
     path.write_text("kind: correlation\nname: s\n")
     with pytest.raises(UserError, match="telebench correlate"):
         load_suite(path)
+
+
+def test_a_bad_objective_option_is_a_key_path_error(tmp_path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(textwrap.dedent("""\
+        name: bad-objective
+        defaults:
+          seeds: [0]
+          devices: [cpu]
+          batch_size: 32
+          budget: {steps: 10}
+          eval_every: 5
+          target: {metric: train_loss, baseline_final: true}
+          arms: [baseline, teleport]
+          teleport: {group: rescale, objective: sharpness, objective_params: {radius: 0.5}, batch_size: 100}
+        cases:
+          - name: d
+            dataset: {name: digits}
+            model: {widths: [64, 16, 10], activation: relu}
+            optimizers: [{name: sgd, lr: 0.05}]
+        """))
+    with pytest.raises(UserError, match=r"defaults\.teleport\.objective_params: .*'radius'"):
+        load_suite(path)
