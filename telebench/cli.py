@@ -151,19 +151,27 @@ def validate_command(
     sets: list[str] | None = set_option(),
 ) -> None:
     """Check a suite without running it: exit 0 when valid, 2 with one sentence naming the key when not."""
-    from telebench.suite import expand, load_suite, overrides_from_options
-    from telebench.suite_view import render_validate
+    from telebench.suite import overrides_from_options
 
-    if _render_study(suite, plan=False):
+    _show_suite(suite, overrides_from_options(seeds, devices, arms, budget_steps, eval_every, cases, sets), plan=False)
+
+
+def _show_suite(path: str, overrides, plan: bool) -> None:
+    """What `validate` and `list` share; `list` plans for any machine, so it skips the CUDA check."""
+    from telebench.suite import expand, load_suite
+
+    if _render_study(path, plan=plan):
         return
-    overrides = overrides_from_options(seeds, devices, arms, budget_steps, eval_every, cases, sets)
-    loaded = load_suite(suite, overrides)
+    loaded = load_suite(path, overrides, check_devices=not plan)
+    console = Console()
     if loaded.kind == "meta":
-        from telebench.meta.view import render_meta_validate
+        from telebench.meta.view import render_meta_plan, render_meta_validate
 
-        render_meta_validate(loaded.meta, Console())
+        (render_meta_plan if plan else render_meta_validate)(loaded.meta, console)
         return
-    render_validate(loaded, expand(loaded), Console())
+    from telebench.suite_view import render_plan, render_validate
+
+    (render_plan if plan else render_validate)(loaded, expand(loaded), console)
 
 
 def _render_study(path: str, plan: bool) -> bool:
@@ -207,19 +215,9 @@ def list_command(
     sets: list[str] | None = set_option(),
 ) -> None:
     """Show the plan: one row per case, optimizer, arm and device, the trial count and a rough time."""
-    from telebench.suite import expand, load_suite, overrides_from_options
-    from telebench.suite_view import render_plan
+    from telebench.suite import overrides_from_options
 
-    if _render_study(suite, plan=True):
-        return
-    overrides = overrides_from_options(seeds, devices, arms, budget_steps, eval_every, cases, sets)
-    loaded = load_suite(suite, overrides, check_devices=False)
-    if loaded.kind == "meta":
-        from telebench.meta.view import render_meta_plan
-
-        render_meta_plan(loaded.meta, Console())
-        return
-    render_plan(loaded, expand(loaded), Console())
+    _show_suite(suite, overrides_from_options(seeds, devices, arms, budget_steps, eval_every, cases, sets), plan=True)
 
 
 @app.command("run")
