@@ -66,13 +66,9 @@ class _Table:
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread_and_table(request: pytest.FixtureRequest):
+def _table(request: pytest.FixtureRequest, one_thread) -> None:
     if not request.config.pluginmanager.has_plugin("telebench-metrics-table"):
         request.config.pluginmanager.register(_Table(), "telebench-metrics-table")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

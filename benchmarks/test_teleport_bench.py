@@ -32,12 +32,7 @@ STEPS, LR = 10, 5e-2  # the paper's teleport: 10 steps at teleport lr 5e-2
 BUDGET_S = 1.5  # measuring time per case and per side, roughly
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sync(device: str) -> None:

@@ -24,13 +24,7 @@ from telebench.symmetry.problem import Problem
 GROUP_ACTIVATIONS = {"rescale": lambda: nn.LeakyReLU(0.1), "linear": nn.Identity, "gl-data": lambda: nn.LeakyReLU(0.1)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and much faster on a shared, busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _mlp(widths: tuple[int, ...], act, bias: bool = True, seed: int = 0) -> nn.Sequential:

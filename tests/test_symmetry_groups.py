@@ -20,13 +20,7 @@ ACTIVATIONS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small matrices: one thread is faster and avoids oversubscribing a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_mlp(rng: random.Random, group: str, dtype: torch.dtype) -> nn.Sequential:

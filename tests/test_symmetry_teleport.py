@@ -23,12 +23,7 @@ ACTIVATIONS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mlp(widths, make=lambda: nn.LeakyReLU(0.1), bias=True, dtype=torch.float64) -> nn.Sequential:
