@@ -124,11 +124,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, example: str = "suites/quickstart.yaml") -> dict[str, Any]:
+    """The top-level mapping of a suite or study file, with one-sentence errors (shared by every suite kind)."""
     source = str(path)
     if not path.exists():
         raise UserError(f"{source}: no such file; check the path (bundled suites are in suites/, "
-                        "e.g. suites/quickstart.yaml).")
+                        f"e.g. {example}).")
     if path.is_dir():
         raise UserError(f"{source}: is a folder; pass the suite's .yaml file.")
     try:
@@ -504,7 +505,7 @@ def load_suite(path: str | Path, overrides: Overrides | None = None, *, check_de
     ov = overrides or Overrides()
     path = Path(path)
     source = str(path)
-    raw = _read_yaml(path)
+    raw = read_yaml(path)
     for text in ov.sets:
         _apply_set(raw, text)
     kind = raw.get("kind", "train")

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from telebench import suite_registry as registry
@@ -170,21 +169,11 @@ class Study:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    source = str(path)
-    if not path.is_file():
-        raise UserError(f"{source}: no such file; pass a correlation study YAML such as suites/paper-correlation.yaml.")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{source}: cannot be read ({exc}); pass a readable UTF-8 YAML file.") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UserError(f"{source}: is not valid YAML{where}; fix the syntax there.") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"{source}: the top level must be a mapping with kind, name, defaults and cases.")
+    from telebench.suite import read_yaml
+
+    raw = read_yaml(path, example="suites/paper-correlation.yaml")
     if raw.get("kind") != "correlation":
-        raise UserError(f"{source}: kind: must be 'correlation' for `telebench correlate` "
+        raise UserError(f"{path}: kind: must be 'correlation' for `telebench correlate` "
                         "(training suites go to `telebench run`).")
     return raw
 

@@ -361,9 +361,9 @@ def load_meta_suite(path: str | Path, raw: dict[str, Any] | None = None, overrid
     path = Path(path)
     source = str(path)
     if raw is None:
-        from telebench.suite import _read_yaml
+        from telebench.suite import read_yaml
 
-        raw = _read_yaml(path)
+        raw = read_yaml(path)
     try:
         doc = MetaSuiteFile.model_validate(raw)
     except ValidationError as exc:
