@@ -86,6 +86,21 @@ class TeleportSpec:
     schedule: ScheduleSpec = field(default_factory=lambda: ScheduleSpec(kind="at_steps", steps=(0,)))
     objective_params: Params = ()
 
+    def search_options(self) -> dict[str, Any]:
+        """The keyword arguments of `telebench.symmetry.teleport` that this spec fixes."""
+        return {
+            "group": self.group,
+            "objective": self.objective,
+            "direction": self.direction,
+            "steps": self.steps,
+            "lr": self.lr,
+            "parametrization": self.parametrization,
+            "normalize_step": self.normalize_step,
+            "cap": self.cap,
+            "tolerance": self.tolerance,
+            "objective_kwargs": thaw(self.objective_params) or None,
+        }
+
 
 @dataclass(frozen=True)
 class BudgetSpec:

@@ -19,10 +19,10 @@ import torch
 from torch import Tensor, nn
 
 from telebench.profile.target import ProfileTarget
-from telebench.spec import thaw
 from telebench.symmetry import TeleportRecord, teleport
 from telebench.training.data import BatchStream, DatasetBundle, load_dataset, loss_fn_for
 from telebench.training.devices import resolve_device
+from telebench.training.loop import optimizer_step
 from telebench.training.models import build_mlp
 from telebench.training.optimizers import make_optimizer
 
@@ -84,22 +84,8 @@ class Workload:
                 param.copy_(saved)
 
     def teleport(self) -> TeleportRecord:
-        tp = self.target.teleport
         self.last_record = teleport(
-            self.model,
-            self.inputs,
-            self.labels,
-            self.loss_fn,
-            group=tp.group,
-            objective=tp.objective,
-            direction=tp.direction,
-            steps=tp.steps,
-            lr=tp.lr,
-            parametrization=tp.parametrization,
-            normalize_step=tp.normalize_step,
-            cap=tp.cap,
-            tolerance=tp.tolerance,
-            objective_kwargs=thaw(tp.objective_params) or None,
+            self.model, self.inputs, self.labels, self.loss_fn, **self.target.teleport.search_options()
         )
         return self.last_record
 
@@ -108,9 +94,7 @@ class Workload:
         self.loss_fn(self.model(self.inputs), self.labels).backward()
 
     def train_step(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        self.loss_fn(self.train_model(self.train_inputs), self.train_labels).backward()
-        self.optimizer.step()
+        optimizer_step(self.train_model, self.optimizer, self.loss_fn, self.train_inputs, self.train_labels)
 
     def synchronize(self) -> None:
         synchronize(self.device)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from telebench.spec import ScheduleSpec, TrialSpec, thaw
+from telebench.spec import ScheduleSpec, TrialSpec
 from telebench.training.clock import Clock, resolve_device
 from telebench.training.data import BatchStream, DatasetBundle, evaluate, load_dataset, loss_fn_for
 from telebench.training.models import build_mlp
@@ -30,6 +30,13 @@ HELD_OUT_SIZE = 2_000  # held-out samples for each teleport's invariance check
 WARMUP_STEPS = 3
 
 ProgressFn = Callable[[TrialSpec, float], None]  # (trial, fraction of its budget just done)
+
+
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One training step: the work the training clock measures (besides data and teleports)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss_fn(model(x), y).backward()
+    optimizer.step()
 
 
 def teleport_steps(schedule: ScheduleSpec, steps_per_epoch: int, total_steps: int) -> set[int]:
@@ -124,10 +131,7 @@ class PairRunner:
         opt = make_optimizer(spec.optimizer, model.parameters())
         stream = BatchStream(self.data.x_train, self.data.y_train, spec.batch_size, seed=spec.seed + 1)
         for _ in range(WARMUP_STEPS):
-            x, y = stream.next()
-            opt.zero_grad(set_to_none=True)
-            self.loss_fn(model(x), y).backward()
-            opt.step()
+            optimizer_step(model, opt, self.loss_fn, *stream.next())
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
@@ -175,18 +179,9 @@ class PairRunner:
                 xt,
                 yt,
                 self.loss_fn,
-                group=tp.group,
-                objective=tp.objective,
-                direction=tp.direction,
-                steps=tp.steps,
-                lr=tp.lr,
                 mode="random" if spec.arm_kind == "random-teleport" else "optimize",
-                parametrization=tp.parametrization,
-                normalize_step=tp.normalize_step,
-                cap=tp.cap,
-                tolerance=tp.tolerance,
-                objective_kwargs=thaw(tp.objective_params) or None,
                 generator=self._generator(arm),
+                **tp.search_options(),
             )
             if record.accepted or tp.state_policy == "reset":
                 arm.optimizer = apply_state_policy(
@@ -211,11 +206,7 @@ class PairRunner:
         if arm.step in arm.schedule:
             self._teleport(arm)  # times itself: teleport work on the train and teleport clocks, checks off
         with arm.clock.span("train"):
-            x, y = arm.stream.next()
-            arm.optimizer.zero_grad(set_to_none=True)
-            loss = self.loss_fn(arm.model(x), y)
-            loss.backward()
-            arm.optimizer.step()
+            optimizer_step(arm.model, arm.optimizer, self.loss_fn, *arm.stream.next())
         arm.step += 1
 
     def _advance(self, arm: _ArmState, until_step: int) -> None:
