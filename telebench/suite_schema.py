@@ -44,6 +44,13 @@ def check_name(kind: str, value: str, allowed: tuple[str, ...]) -> str:
     raise ValueError(f"unknown {kind} {value!r}; {hint}allowed: {', '.join(allowed)}")
 
 
+
+def distinct_seeds(seeds: list[int]) -> list[int]:
+    """A seed listed twice would run one trial twice and count it as two seeds."""
+    if len(set(seeds)) != len(seeds):
+        raise ValueError("seeds repeat; list each seed once")
+    return seeds
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -265,12 +272,7 @@ class CaseSettings(Strict):
                 raise ValueError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto")
         return v
 
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v):
-            raise ValueError("seeds repeat; list each seed once")
-        return v
+    _seeds = field_validator("seeds")(lambda cls, v: distinct_seeds(v))
 
 
 class CaseInput(CaseSettings):

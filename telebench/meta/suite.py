@@ -30,6 +30,7 @@ from telebench.meta.optimizer import UPDATES, ArmSpec, LSTMSpec
 from telebench.meta.task import DTYPES, INITS, TaskSpec
 from telebench.meta.train import META_LOSSES, MetaTrainSpec
 from telebench.suite_errors import key_path, validation_error
+from telebench.suite_schema import distinct_seeds
 
 
 def _not_bool(value: Any) -> Any:
@@ -133,12 +134,7 @@ class TestConfig(_Strict):
     seeds: list[NonNegInt] = Field(default_factory=lambda: [100000, 100001, 100002, 100003, 100004], min_length=1)
     steps: PosInt = 100
 
-    @field_validator("seeds")
-    @classmethod
-    def _distinct(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v):
-            raise ValueError("seeds repeat; list each seed once")
-        return v
+    _distinct = field_validator("seeds")(lambda cls, v: distinct_seeds(v))
 
 
 class ArmConfig(_Strict):
