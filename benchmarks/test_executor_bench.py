@@ -17,17 +17,12 @@ from typing import Any
 import pytest
 import torch
 
-from telebench.executors import LocalExecutor, ProcessExecutor
-from telebench.runner import group_pairs
-from telebench.spec import (
-    BudgetSpec,
-    DatasetSpec,
-    ModelSpec,
-    OptimizerSpec,
-    TargetSpec,
-    TeleportSpec,
-    TrialSpec,
-)
+from telebench.execution.local import LocalExecutor
+from telebench.execution.process import ProcessExecutor
+from telebench.experiments.pairs.loop import run_pair
+from telebench.experiments.pairs.run import group_pairs
+from telebench.experiments.pairs.spec import BudgetSpec, TargetSpec, TeleportSpec, TrialSpec
+from telebench.training.specs import DatasetSpec, ModelSpec, OptimizerSpec
 
 STEPS = 8000  # about 2 s per trial on one core of this machine
 
@@ -70,7 +65,7 @@ def run_local(threads: int | None = None) -> list[dict[str, Any]]:
     torch.set_num_threads(threads or before)
     records: list[dict[str, Any]] = []
     try:
-        LocalExecutor().run(suite(), records.append, None)
+        LocalExecutor(run_pair).run(suite(), records.append, None)
     finally:
         torch.set_num_threads(before)
     return records
@@ -78,7 +73,7 @@ def run_local(threads: int | None = None) -> list[dict[str, Any]]:
 
 def run_process() -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
-    ProcessExecutor(jobs=2, timed=False).run(suite(), records.append, None)
+    ProcessExecutor(run_pair, jobs=2, timed=False).run(suite(), records.append, None)
     return records
 
 
@@ -87,7 +82,7 @@ def ray_overheads(n_tasks: int = 200, n_pairs: int = 8) -> dict[str, float]:
     driver wall time minus the time the pairs spent inside their workers, over pairs run one by one."""
     import ray
 
-    from telebench.executors import RayExecutor
+    from telebench.execution.ray_executor import RayExecutor
 
     started_here = not ray.is_initialized()
     t0 = time.perf_counter()
@@ -110,9 +105,9 @@ def ray_overheads(n_tasks: int = 200, n_pairs: int = 8) -> dict[str, float]:
 
     records: list[dict[str, Any]] = []
     pairs = suite(steps=30, seeds=n_pairs)
-    RayExecutor(threads=1).run(pairs[:1], records.append, None)  # warm the worker's imports
+    RayExecutor(run_pair, threads=1).run(pairs[:1], records.append, None)  # warm the worker's imports
     records.clear()
-    driver_s = wall(lambda: RayExecutor(threads=1).run(pairs, records.append, None))
+    driver_s = wall(lambda: RayExecutor(run_pair, threads=1).run(pairs, records.append, None))
     inside = {(r["timing"]["pair_started_unix"], r["timing"]["pair_finished_unix"]) for r in records}
     in_pairs_s = sum(end - start for start, end in inside)
     if started_here:

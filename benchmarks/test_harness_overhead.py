@@ -16,10 +16,11 @@ import time
 import pytest
 import torch
 
-from telebench.spec import BudgetSpec, DatasetSpec, ModelSpec, OptimizerSpec, TargetSpec, TrialSpec, freeze
+from telebench.experiments.pairs.loop import PairRunner
+from telebench.experiments.pairs.spec import BudgetSpec, TargetSpec, TrialSpec
 from telebench.training.data import BatchStream, load_dataset, loss_fn_for
-from telebench.training.loop import PairRunner
 from telebench.training.models import build_mlp
+from telebench.training.specs import DatasetSpec, ModelSpec, OptimizerSpec, freeze
 
 STEPS = 1500
 BATCH = 20

@@ -39,8 +39,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from telebench.symmetry import teleport
-from telebench.symmetry.curvature import curvature
-from telebench.symmetry.sharpness import sharpness
+from telebench.symmetry.objectives.curvature import curvature
+from telebench.symmetry.objectives.sharpness import sharpness
 
 WIDTHS = (784, 16, 10, 10)
 BATCH = 2000

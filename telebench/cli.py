@@ -46,7 +46,9 @@ def report_command(
     """Re-render report.md, its plots and the summary table from a results file alone."""
     from pathlib import Path
 
-    from telebench.report import load_results, render_terminal, write_report
+    from telebench.render.load import load_results
+    from telebench.render.markdown import write_report
+    from telebench.render.terminal import render_terminal
 
     results_path = Path(results)
     data = load_results(results_path)
@@ -81,7 +83,7 @@ def compare_command(
     """Compare two results files; exit 1 when a metric regressed beyond its limit, 2 on bad input."""
     from pathlib import Path
 
-    from telebench.compare.command import run_compare
+    from telebench.analysis.compare.command import run_compare
 
     code = run_compare(
         Path(base),
@@ -151,25 +153,26 @@ def validate_command(
     sets: list[str] | None = set_option(),
 ) -> None:
     """Check a suite without running it: exit 0 when valid, 2 with one sentence naming the key when not."""
-    from telebench.suite import overrides_from_options
+    from telebench.config.overrides import overrides_from_options
 
     _show_suite(suite, overrides_from_options(seeds, devices, arms, budget_steps, eval_every, cases, sets), plan=False)
 
 
 def _show_suite(path: str, overrides, plan: bool) -> None:
     """What `validate` and `list` share; `list` plans for any machine, so it skips the CUDA check."""
-    from telebench.suite import expand, load_suite
+    from telebench.experiments.pairs.load import load_suite
+    from telebench.experiments.pairs.plan import expand
 
     if _render_study(path, plan=plan):
         return
     loaded = load_suite(path, overrides, check_devices=not plan)
     console = Console()
     if loaded.kind == "meta":
-        from telebench.meta.view import render_meta_plan, render_meta_validate
+        from telebench.experiments.meta.view import render_meta_plan, render_meta_validate
 
         (render_meta_plan if plan else render_meta_validate)(loaded.meta, console)
         return
-    from telebench.suite_view import render_plan, render_validate
+    from telebench.experiments.pairs.view import render_plan, render_validate
 
     (render_plan if plan else render_validate)(loaded, expand(loaded), console)
 
@@ -184,7 +187,7 @@ def _render_study(path: str, plan: bool) -> bool:
         return False
     if kind != "correlation":
         return False
-    from telebench.correlation import load_study
+    from telebench.experiments.correlation.schema import load_study
 
     study = load_study(path)
     console = Console()
@@ -215,7 +218,7 @@ def list_command(
     sets: list[str] | None = set_option(),
 ) -> None:
     """Show the plan: one row per case, optimizer, arm and device, the trial count and a rough time."""
-    from telebench.suite import overrides_from_options
+    from telebench.config.overrides import overrides_from_options
 
     _show_suite(suite, overrides_from_options(seeds, devices, arms, budget_steps, eval_every, cases, sets), plan=True)
 
@@ -267,9 +270,11 @@ def run_command(
     """Train teleport arms against the baseline and report time and steps to the target."""
     from pathlib import Path
 
-    from telebench.report import render_terminal
-    from telebench.runner import default_out_dir, run_plan
-    from telebench.suite import expand, load_suite, overrides_from_options
+    from telebench.config.overrides import overrides_from_options
+    from telebench.experiments.pairs.load import load_suite
+    from telebench.experiments.pairs.plan import expand
+    from telebench.experiments.pairs.run import default_out_dir, run_plan
+    from telebench.render.terminal import render_terminal
 
     overrides = overrides_from_options(seeds, devices, arms, budget_steps, eval_every, cases, sets)
     loaded = load_suite(suite, overrides)
@@ -281,7 +286,7 @@ def run_command(
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     out_dir = Path(out) if out else default_out_dir(loaded.name)
     if loaded.kind == "meta":
-        from telebench.meta import run_meta_suite
+        from telebench.experiments.meta.run import run_meta_suite
 
         run_meta_suite(loaded.meta, out_dir, console, threads=threads, report=report)
         return
@@ -434,8 +439,9 @@ def correlate_command(
     """Train N networks per case, measure sharpness and curvature, and correlate them with validation loss."""
     from pathlib import Path
 
-    from telebench.correlation import load_study, run_study
-    from telebench.runner import default_out_dir
+    from telebench.experiments.correlation.run import run_study
+    from telebench.experiments.correlation.schema import load_study
+    from telebench.experiments.pairs.run import default_out_dir
 
     loaded = load_study(study, networks=networks, cases=cases.split(",") if cases else None)
     out_dir = Path(out) if out else default_out_dir(loaded.name)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from telebench.summary import resolve_targets, summarise
+from telebench.analysis.summary import resolve_targets, summarise
 
 
 def make_trial(

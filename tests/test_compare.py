@@ -17,9 +17,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from telebench.analysis.compare.decision import Verdict
+from telebench.analysis.compare.engine import compare_files
+from telebench.analysis.compare.thresholds import parse_threshold
 from telebench.cli import app
-from telebench.compare import Verdict, compare_files, parse_threshold, render_markdown, render_table
 from telebench.errors import UserError
+from telebench.render.compare import render_markdown, render_table
 
 FIXTURES = Path(__file__).parent / "fixtures" / "compare"
 runner = CliRunner()

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from telebench.compare.decision import Verdict, change_between, decide, smallest_p
-from telebench.compare.samples import Sample
-from telebench.compare.thresholds import (
+from telebench.analysis.compare.decision import Verdict, change_between, decide, smallest_p
+from telebench.analysis.compare.samples import Sample
+from telebench.analysis.compare.thresholds import (
     PYTEST_BENCHMARK_METRICS,
     TELEBENCH_METRICS,
     check_thresholds,

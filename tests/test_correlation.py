@@ -14,11 +14,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from telebench.analysis.correlation import correlate
+from telebench.analysis.paired_final import paired_differences, render_markdown
 from telebench.cli import app
-from telebench.correlation import load_study, run_study
-from telebench.correlation.paired import paired_differences, render_markdown
-from telebench.correlation.stats import correlate
 from telebench.errors import UserError
+from telebench.experiments.correlation.run import run_study
+from telebench.experiments.correlation.schema import load_study
 
 STUDY = {
     "kind": "correlation",

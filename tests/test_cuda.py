@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from telebench.errors import UserError
-from telebench.spec import DatasetSpec, ModelSpec, freeze
 from telebench.training.clock import Clock, CudaEventTimer, resolve_device
 from telebench.training.data import BatchStream, evaluate, load_dataset
 from telebench.training.models import build_mlp
+from telebench.training.specs import DatasetSpec, ModelSpec, freeze
 
 pytestmark = [
     pytest.mark.cuda,

@@ -11,14 +11,14 @@ from torch import nn
 
 from telebench.symmetry import SymmetryError, teleport
 from telebench.symmetry.architecture import Architecture, Params, flat, parse
-from telebench.symmetry.curvature import (
+from telebench.symmetry.groups import Element, Group, get_group
+from telebench.symmetry.objectives.curvature import (
     Curvature,
     curvature,
     curve_derivatives,
     kappa,
     random_direction,
 )
-from telebench.symmetry.groups import Element, Group, get_group
 from telebench.symmetry.problem import Problem
 
 GROUP_ACTIVATIONS = {"rescale": lambda: nn.LeakyReLU(0.1), "linear": nn.Identity, "gl-data": lambda: nn.LeakyReLU(0.1)}

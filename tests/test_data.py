@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from telebench.errors import UserError
-from telebench.spec import DatasetSpec, freeze
 from telebench.training import data, datafiles
 from telebench.training.data import (
     BatchStream,
@@ -24,6 +23,7 @@ from telebench.training.data import (
     load_dataset,
     loss_fn_for,
 )
+from telebench.training.specs import DatasetSpec, freeze
 
 # ---- helpers that write the real on-disk formats ------------------------------------------------
 _IDX_CODES = {np.dtype("u1"): 0x08, np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D}

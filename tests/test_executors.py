@@ -20,19 +20,14 @@ from rich.console import Console
 from rich.progress import Progress
 
 from telebench.errors import UserError
-from telebench.executors import EXECUTORS, ProcessExecutor, WorkerStatus, get_executor
-from telebench.executors.board import WorkerBoard, describe
-from telebench.runner import RunOutcome, group_pairs, run_plan
-from telebench.spec import (
-    BudgetSpec,
-    DatasetSpec,
-    ModelSpec,
-    OptimizerSpec,
-    ScheduleSpec,
-    TargetSpec,
-    TeleportSpec,
-    TrialSpec,
-)
+from telebench.execution.base import WorkerStatus
+from telebench.execution.board import WorkerBoard, describe
+from telebench.execution.process import ProcessExecutor
+from telebench.execution.registry import EXECUTORS, get_executor
+from telebench.experiments.pairs.loop import run_pair
+from telebench.experiments.pairs.run import RunOutcome, group_pairs, run_plan
+from telebench.experiments.pairs.spec import BudgetSpec, ScheduleSpec, TargetSpec, TeleportSpec, TrialSpec
+from telebench.training.specs import DatasetSpec, ModelSpec, OptimizerSpec
 
 TELEPORT = TeleportSpec(group="rescale", steps=3, lr=1e-2, batch_size=64, schedule=ScheduleSpec("at_steps", steps=(0, 10)))
 TIMING_KEYS = {"time_to_target_s", "teleport_overhead", "speedup_time", "verdict"}  # summary fields built from clocks
@@ -161,11 +156,11 @@ def test_ray_matches_local_and_keeps_timed_pairs_apart(tmp_path, local_results, 
 # ---- device sharing -----------------------------------------------------------------------------
 def test_timed_pairs_on_one_device_get_one_worker_unless_sharing_is_allowed() -> None:
     cpu_pairs = group_pairs([trial("baseline", s) for s in range(4)])
-    assert ProcessExecutor(jobs=2).workers_for(cpu_pairs) == 1
-    assert ProcessExecutor(jobs=2, allow_shared_device=True).workers_for(cpu_pairs) == 2
-    assert ProcessExecutor(jobs=2, timed=False).workers_for(cpu_pairs) == 2
+    assert ProcessExecutor(run_pair, jobs=2).workers_for(cpu_pairs) == 1
+    assert ProcessExecutor(run_pair, jobs=2, allow_shared_device=True).workers_for(cpu_pairs) == 2
+    assert ProcessExecutor(run_pair, jobs=2, timed=False).workers_for(cpu_pairs) == 2
     two_devices = cpu_pairs + group_pairs([replace(trial("baseline", 9), device="cuda")])
-    assert ProcessExecutor(jobs=4).workers_for(two_devices) == 2
+    assert ProcessExecutor(run_pair, jobs=4).workers_for(two_devices) == 2
 
 
 # ---- faults ---------------------------------------------------------------------------------------
@@ -185,7 +180,7 @@ def test_a_dead_worker_is_retried_once_alone_then_recorded_as_error(one_thread) 
     def on_progress(spec: TrialSpec, delta: float) -> None:
         shown[spec.id] = shown.get(spec.id, 0.0) + delta
 
-    ProcessExecutor(jobs=2, threads=1).run(group_pairs(plan), records.append, on_progress, on_worker)
+    ProcessExecutor(run_pair, jobs=2, threads=1).run(group_pairs(plan), records.append, on_progress, on_worker)
     by_seed = {s: [r for r in records if r["seed"] == s] for s in range(3)}
     assert [r["status"] for r in by_seed[0]] == ["error", "error"]
     assert all("worker process died on both attempts" in r["message"] for r in by_seed[0])
@@ -251,15 +246,15 @@ def test_worker_board_keeps_one_row_per_worker() -> None:
 def test_ray_missing_is_one_sentence_with_the_install_command(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError, as without Ray
     with pytest.raises(UserError, match=r"pip install 'telebench\[ray\]'"):
-        get_executor("ray")
+        get_executor("ray", run_pair)
 
 
 def test_a_ray_address_where_nothing_listens_fails_fast() -> None:
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'telebench[ray]')")
     with pytest.raises(UserError, match="nothing answers there"):
-        get_executor("ray", address="127.0.0.1:1")
+        get_executor("ray", run_pair, address="127.0.0.1:1")
     with pytest.raises(UserError, match="neither auto nor HOST:PORT"):
-        get_executor("ray", address="head-node")
+        get_executor("ray", run_pair, address="head-node")
 
 
 @pytest.mark.parametrize(
@@ -272,9 +267,9 @@ def test_a_ray_address_where_nothing_listens_fails_fast() -> None:
 )
 def test_bad_executor_options_are_user_errors(name: str, options: dict[str, Any], message: str) -> None:
     with pytest.raises(UserError, match=message):
-        get_executor(name, **options)
+        get_executor(name, run_pair, **options)
 
 
 def test_unset_cli_flags_are_ignored_by_executors_that_do_not_take_them() -> None:
-    executor = get_executor("local", jobs=None, address=None, allow_shared_device=False)
+    executor = get_executor("local", run_pair, jobs=None, address=None, allow_shared_device=False)
     assert executor.name == "local"

@@ -1,4 +1,4 @@
-"""telebench.meta: learned teleports are exact and differentiable, meta-training helps on unseen seeds,
+"""telebench.experiments.meta: learned teleports are exact and differentiable, meta-training helps on unseen seeds,
 one seed gives one result, and the report is written. Suite errors are in test_meta_suite.py."""
 
 from __future__ import annotations
@@ -11,11 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from telebench.meta import build_arm, load_meta_suite, meta_test, meta_train, run_case, run_meta_suite
-from telebench.meta.action import act, gl_data_act, normalise
-from telebench.meta.suite import MetaCase
-from telebench.meta.task import TaskSpec, sample_task
-from telebench.suite import load_suite, overrides_from_options
+from telebench.config.overrides import overrides_from_options
+from telebench.experiments.meta.action import act, gl_data_act, normalise
+from telebench.experiments.meta.evaluate import meta_test
+from telebench.experiments.meta.run import build_arm, run_case, run_meta_suite
+from telebench.experiments.meta.suite import MetaCase, load_meta_suite
+from telebench.experiments.meta.task import TaskSpec, sample_task
+from telebench.experiments.meta.train import meta_train
+from telebench.experiments.pairs.load import load_suite
 from telebench.symmetry import get_group
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from telebench.config.overrides import overrides_from_options
 from telebench.errors import UserError
-from telebench.suite import expand, load_suite, overrides_from_options
+from telebench.experiments.pairs.load import load_suite
+from telebench.experiments.pairs.plan import expand
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from telebench.errors import UserError
-from telebench.spec import ModelSpec
 from telebench.training.models import ACTIVATIONS, build_mlp, count_parameters
+from telebench.training.specs import ModelSpec
 
 EXPECTED_TYPES = {
     "relu": nn.ReLU,

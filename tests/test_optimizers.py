@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 from telebench.errors import UserError
-from telebench.spec import OptimizerSpec, freeze
 from telebench.training.optimizers import (
     OPTIMIZERS,
     apply_state_policy,
     make_optimizer,
     optimizer_kwargs_allowed,
 )
+from telebench.training.specs import OptimizerSpec, freeze
 
 CLASSES = {
     "sgd": torch.optim.SGD,

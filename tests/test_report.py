@@ -16,7 +16,10 @@ from typer.testing import CliRunner
 
 from telebench.cli import app
 from telebench.errors import UserError
-from telebench.report import fmt, load_results, render_terminal, write_report
+from telebench.render import fmt
+from telebench.render.load import load_results
+from telebench.render.markdown import write_report
+from telebench.render.terminal import render_terminal
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -12,9 +12,9 @@ from torch import nn
 from telebench.symmetry import teleport
 from telebench.symmetry.architecture import parse
 from telebench.symmetry.groups import get_group
-from telebench.symmetry.objectives import get_objective
+from telebench.symmetry.objectives.registry import get_objective
+from telebench.symmetry.objectives.sharpness import Sharpness, check_options, draw_directions, sharpness
 from telebench.symmetry.problem import Problem
-from telebench.symmetry.sharpness import Sharpness, check_options, draw_directions, sharpness
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -116,7 +116,7 @@ def test_sharpness_is_seeded_and_chunking_does_not_change_it(monkeypatch):
     kwargs = dict(radii=(0.5, 1.0), n_directions=12, directions="per-layer", seed=4)
     first = sharpness(model, x, y, F.cross_entropy, **kwargs)
     assert sharpness(model, x, y, F.cross_entropy, **kwargs) == first
-    monkeypatch.setattr("telebench.symmetry.sharpness.MAX_PERTURBED_ROWS", 2 * 40)  # one direction per chunk
+    monkeypatch.setattr("telebench.symmetry.objectives.sharpness.MAX_PERTURBED_ROWS", 2 * 40)  # one direction per chunk
     chunked = sharpness(model, x, y, F.cross_entropy, **kwargs)
     for r in first:
         assert chunked[r] == pytest.approx(first[r], rel=1e-10, abs=1e-14)

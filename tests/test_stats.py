@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telebench.stats import bootstrap_ci, json_number, paired_speedup, wilcoxon_log_ratio
+from telebench.analysis.stats import bootstrap_ci, json_number, paired_speedup, wilcoxon_log_ratio
 
 
 def test_bootstrap_ci_contains_median_and_is_seeded() -> None:
@@ -135,7 +135,7 @@ def test_bootstrap_keeps_real_infinities() -> None:
 
 
 def test_paired_difference_finds_a_consistent_drop_and_skips_missing_seeds() -> None:
-    from telebench.stats import paired_difference
+    from telebench.analysis.stats import paired_difference
 
     base = [0.50, 0.52, 0.49, 0.51, 0.53, 0.50]
     arm = [0.45, 0.47, 0.44, 0.46, 0.48, None]
@@ -146,7 +146,7 @@ def test_paired_difference_finds_a_consistent_drop_and_skips_missing_seeds() -> 
 
 
 def test_paired_difference_without_a_shift_is_no_clear_difference() -> None:
-    from telebench.stats import paired_difference
+    from telebench.analysis.stats import paired_difference
 
     out = paired_difference([0.5, 0.6, 0.55, 0.52], [0.51, 0.59, 0.56, 0.51])
     assert out["verdict"] == "no clear difference"

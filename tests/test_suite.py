@@ -10,10 +10,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from telebench import suite_registry
+from telebench.config import registry as suite_registry
+from telebench.config.overrides import Overrides, overrides_from_options
 from telebench.errors import UserError
-from telebench.spec import ScheduleSpec, TrialSpec, thaw
-from telebench.suite import Overrides, estimate_seconds, expand, load_suite, overrides_from_options
+from telebench.experiments.pairs.estimate import estimate_seconds
+from telebench.experiments.pairs.load import load_suite
+from telebench.experiments.pairs.plan import expand
+from telebench.experiments.pairs.spec import ScheduleSpec, TrialSpec
+from telebench.training.specs import thaw
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "suites" / "quickstart.yaml"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from synthetic_results import make_trial, make_trials
 
-from telebench.summary import first_crossing, resolve_targets, summarise
+from telebench.analysis.summary import first_crossing, resolve_targets, summarise
 
 LOSS_TARGET = {"metric": "train_loss", "kind": "baseline-final", "value": None, "slack": 0.1}
 

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from telebench.errors import UserError
-from telebench.spec import OptimizerSpec, freeze
 from telebench.training.optimizers import apply_state_policy, make_optimizer
+from telebench.training.specs import OptimizerSpec, freeze
 from telebench.training.transport import transport_state
 
 F64 = torch.float64

@@ -18,6 +18,7 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
+from telebench.experiments.pairs.run import prepare_out_dir
 from telebench.profile.env import profile_environment
 from telebench.profile.render import markdown, print_tables
 from telebench.profile.run import CaseProfile, ProfileOptions, profile_target
@@ -29,8 +30,7 @@ from telebench.profile.target import (
     target_from_options,
     targets_from_suite,
 )
-from telebench.results import atomic_write_text, dumps, now_iso
-from telebench.runner import prepare_out_dir
+from telebench.results.store import atomic_write_text, dumps, now_iso
 
 SCHEMA = "telebench.profile/1"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from telebench.results import environment
+from telebench.results.environment import environment
 
 
 def profile_environment(device: torch.device) -> dict[str, Any]:

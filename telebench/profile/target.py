@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from telebench.errors import UserError
-from telebench.spec import DatasetSpec, ModelSpec, OptimizerSpec, TeleportSpec, TrialSpec, freeze
+from telebench.experiments.pairs.spec import TeleportSpec, TrialSpec
+from telebench.training.specs import DatasetSpec, ModelSpec, OptimizerSpec, freeze
 
 _WIDTHS = re.compile(r"^\d+(-\d+)+$")
 SYNTHETIC_DATASETS = {"synthetic-classification": "n_classes", "synthetic-regression": "n_outputs"}
@@ -196,7 +197,8 @@ def targets_from_suite(path: str | Path, case: str | None, device: str | None) -
 
     ``device`` replaces the case's device (its first one otherwise).
     """
-    from telebench.suite import expand, load_suite
+    from telebench.experiments.pairs.load import load_suite
+    from telebench.experiments.pairs.plan import expand
 
     suite = load_suite(path, check_devices=False)  # devices are checked below, against --device
     names = [c.name for c in suite.cases]

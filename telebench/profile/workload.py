@@ -22,9 +22,9 @@ from telebench.profile.target import ProfileTarget
 from telebench.symmetry import TeleportRecord, teleport
 from telebench.training.data import BatchStream, DatasetBundle, load_dataset, loss_fn_for
 from telebench.training.devices import resolve_device
-from telebench.training.loop import optimizer_step
 from telebench.training.models import build_mlp
 from telebench.training.optimizers import make_optimizer
+from telebench.training.step import optimizer_step
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 

@@ -22,17 +22,14 @@ from telebench.symmetry.groups import (
     check_model,
     get_group,
 )
-from telebench.symmetry.objectives import OBJECTIVES, Evaluation, GradNorm, Objective, get_objective
+from telebench.symmetry.objectives.base import Evaluation, Objective
+from telebench.symmetry.objectives.curvature import Curvature
+from telebench.symmetry.objectives.grad_norm import GradNorm
+from telebench.symmetry.objectives.registry import OBJECTIVES, get_objective
+from telebench.symmetry.objectives.sharpness import Sharpness
 from telebench.symmetry.problem import Problem
 from telebench.symmetry.search import Settings, search
 from telebench.symmetry.teleport import LayerTransform, TeleportRecord, teleport
-
-# isort: split
-# After objectives, whose registry imports these two modules (importing them first would be circular).
-# Their measuring functions stay in the modules (telebench.symmetry.sharpness.sharpness, ...curvature.curvature):
-# exported here under the same names they would hide the modules themselves.
-from telebench.symmetry.curvature import Curvature
-from telebench.symmetry.sharpness import Sharpness
 
 __all__ = [
     "GROUPS",

@@ -24,7 +24,7 @@ from torch import Tensor
 from telebench.symmetry import phases
 from telebench.symmetry.architecture import Params
 from telebench.symmetry.groups import Element, ExactGroup, Group
-from telebench.symmetry.objectives import Objective
+from telebench.symmetry.objectives.base import Objective
 from telebench.symmetry.problem import Forward, Problem
 
 

@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from telebench.symmetry import phases
 from telebench.symmetry.architecture import Architecture, Params, flat
 from telebench.symmetry.groups import PARAMETRIZATIONS, Group, check_model, get_group
-from telebench.symmetry.objectives import Objective, get_objective
+from telebench.symmetry.objectives.base import Objective
+from telebench.symmetry.objectives.registry import get_objective
 from telebench.symmetry.problem import LossFn, Problem
 from telebench.symmetry.search import Settings, norm, random_element, search
 

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from telebench.errors import UserError
-from telebench.spec import DatasetSpec, Params, thaw
 from telebench.training import datafiles
+from telebench.training.specs import DatasetSpec, Params, thaw
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from telebench.errors import UserError
-from telebench.spec import ModelSpec
+from telebench.training.specs import ModelSpec
 
 ACTIVATIONS: dict[str, Callable[[ModelSpec], nn.Module]] = {
     "relu": lambda spec: nn.ReLU(),

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from telebench.errors import UserError
-from telebench.spec import STATE_POLICIES, OptimizerSpec, thaw
+from telebench.experiments.pairs.spec import STATE_POLICIES
+from telebench.training.specs import OptimizerSpec, thaw
 from telebench.training.transport import GroupElement, transport_state
 
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam")

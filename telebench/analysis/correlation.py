@@ -1,0 +1,84 @@
+"""Pearson and Spearman correlation with paired-bootstrap 95 % intervals, and a verdict word.
+
+The networks are resampled as (metric, loss) pairs, so an interval reflects how much the
+correlation depends on which networks happened to be trained. Percentile intervals, seeded, as in
+:mod:`telebench.analysis.stats`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats as sps
+
+METHODS = ("pearson", "spearman")
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Correlation:
+    method: str  # pearson | spearman
+    r: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None  # two-sided test of no correlation (scipy)
+    n: int
+
+    @property
+    def verdict(self) -> str:
+        """positive / negative when the 95 % interval excludes 0, else "no clear correlation"."""
+        if self.ci_low is not None and self.ci_low > 0:
+            return "positive"
+        if self.ci_high is not None and self.ci_high < 0:
+            return "negative"
+        return "no clear correlation"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "verdict": self.verdict}
+
+
+def _pearson(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    xm = x - x.mean(axis=axis, keepdims=True)
+    ym = y - y.mean(axis=axis, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (xm * ym).sum(axis) / np.sqrt((xm * xm).sum(axis) * (ym * ym).sum(axis))
+
+
+def _spearman(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    return _pearson(sps.rankdata(x, axis=axis), sps.rankdata(y, axis=axis), axis)
+
+
+_STATISTICS = {"pearson": _pearson, "spearman": _spearman}
+
+
+def _number(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def correlate(
+    x: Sequence[float], y: Sequence[float], method: str, n_resamples: int = 4000, seed: int = 0
+) -> Correlation:
+    """Correlation of ``x`` with ``y`` (finite pairs only) with a bootstrap interval and p-value."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    pairs = [(float(a), float(b)) for a, b in zip(x, y, strict=True) if math.isfinite(a) and math.isfinite(b)]
+    n = len(pairs)
+    if n < 3:
+        return Correlation(method, None, None, None, None, n)
+    xs, ys = (np.asarray(v) for v in zip(*pairs, strict=True))
+    if np.ptp(xs) == 0 or np.ptp(ys) == 0:  # a constant has no correlation with anything
+        return Correlation(method, None, None, None, None, n)
+    statistic = _STATISTICS[method]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a resample of tied values has no r: its interval end is reported as None
+        test = sps.pearsonr(xs, ys) if method == "pearson" else sps.spearmanr(xs, ys)
+        boot = sps.bootstrap((xs, ys), statistic, paired=True, vectorized=True, n_resamples=n_resamples,
+                             confidence_level=CONFIDENCE, method="percentile", rng=np.random.default_rng(seed))
+    low, high = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
+    return Correlation(method, _number(float(statistic(xs, ys))), _number(low), _number(high),
+                       _number(float(test.pvalue)), n)

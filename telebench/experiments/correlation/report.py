@@ -1,0 +1,185 @@
+"""The study's outputs: results.json, one scatter plot per case and metric, report.md, a terminal table.
+
+Everything here is a pure function of the records and the study (plots use matplotlib's object
+API on the Agg canvas, so no display and no pyplot state).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from rich.console import Console
+from rich.table import Table
+
+from telebench.analysis.correlation import METHODS, correlate
+from telebench.experiments.correlation.schema import Study, StudyCase
+from telebench.experiments.correlation.train import NetworkRecord
+from telebench.results.environment import environment
+from telebench.results.store import atomic_write_text, dumps, now_iso
+
+SCHEMA = "telebench.correlation/1"
+TARGETS = {"val_loss": "validation loss", "gap": "generalisation gap (val − train loss)"}
+
+
+def correlations(case: StudyCase, records: Sequence[NetworkRecord]) -> list[dict[str, Any]]:
+    """Every (metric, target, method) correlation of one case, over its networks that trained."""
+    ok = [r for r in records if r.status == "ok"]
+    rows = []
+    for metric in case.metrics:
+        x = [r.metrics.get(metric.label, float("nan")) for r in ok]
+        for target in TARGETS:
+            y = [r.val_loss if target == "val_loss" else r.gap for r in ok]
+            for method in METHODS:
+                rows.append({"metric": metric.label, "target": target, **correlate(x, y, method).to_dict()})
+    return rows
+
+
+def build_results(study: Study, records: Sequence[NetworkRecord], partial: bool = False) -> dict[str, Any]:
+    cases = []
+    for case in study.cases:
+        mine = sorted((r for r in records if r.case == case.name), key=lambda r: r.seed)
+        cases.append({
+            "name": case.name,
+            "config": case.describe(),
+            "networks": [r.to_dict() for r in mine],
+            "diverged": sum(r.status != "ok" for r in mine),
+            "correlations": correlations(case, mine),
+        })
+    return {
+        "schema": SCHEMA,
+        "study": study.name,
+        "description": study.description,
+        "source": study.source,
+        "created": now_iso(),
+        "partial": partial,
+        "environment": environment(["cpu"]),
+        "cases": cases,
+    }
+
+
+def write_results(results: dict[str, Any], out_dir: Path) -> Path:
+    path = out_dir / "results.json"
+    atomic_write_text(path, dumps(results, indent=2))
+    return path
+
+
+def _fmt(x: float | None, digits: int = 2) -> str:
+    return "—" if x is None else f"{x:+.{digits}f}"
+
+
+def _ci(c: dict[str, Any]) -> str:
+    return f"[{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}]"
+
+
+def _p(p: float | None) -> str:
+    return "—" if p is None else (f"{p:.2g}" if p >= 1e-4 else "<1e-4")
+
+
+def scatter(case: dict[str, Any], label: str, out_dir: Path) -> str:
+    """metric (x) against validation loss (y), one dot per network, with the least-squares line."""
+    nets = [n for n in case["networks"] if n["status"] == "ok" and label in n["metrics"]]
+    x = np.array([n["metrics"][label] for n in nets], dtype=float)
+    y = np.array([n["val_loss"] for n in nets], dtype=float)
+    fig = Figure(figsize=(5.0, 3.8), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.scatter(x, y, s=18, alpha=0.8, color="#1f77b4", edgecolors="none")
+    finite = np.isfinite(x) & np.isfinite(y)
+    if finite.sum() >= 3 and np.ptp(x[finite]) > 0:
+        slope, intercept = np.polyfit(x[finite], y[finite], 1)
+        grid = np.linspace(x[finite].min(), x[finite].max(), 50)
+        ax.plot(grid, slope * grid + intercept, color="#d62728", linewidth=1)
+    found = {c["method"]: c for c in case["correlations"] if c["metric"] == label and c["target"] == "val_loss"}
+    title = ", ".join(
+        f"{m.capitalize()} r = {_fmt(found[m]['r'])} {_ci(found[m])}" for m in METHODS if m in found
+    )
+    ax.set_title(f"{case['name']}: {label}\n{title}", fontsize=8.5)
+    ax.set_xlabel(label)
+    ax.set_ylabel("validation loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    name = f"scatter-{case['name']}-{label}.png"
+    fig.savefig(out_dir / name)
+    return name
+
+
+def render_markdown(results: dict[str, Any], plots: dict[tuple[str, str], str]) -> str:
+    env = results["environment"]
+    lines = [
+        f"# Correlation study: {results['study']}",
+        "",
+        results.get("description") or "",
+        "",
+        f"Created {results['created']} from `{results['source']}` with telebench {env.get('telebench')}, "
+        f"torch {env.get('torch')}, on {env.get('cpu_model')}."
+        + (" **Partial: interrupted before every network finished.**" if results.get("partial") else ""),
+        "",
+        "Each network is trained from its own seed (initial weights and batch order), then measured once: the "
+        "metrics on a fixed subset of the training split, the losses on the whole validation split and on up to "
+        "10k training samples. r is Pearson's or Spearman's correlation over the networks; the interval is a "
+        "95 % paired-bootstrap percentile interval (4000 resamples of the networks); p tests r = 0. A verdict "
+        "is *positive* or *negative* only when the interval excludes 0.",
+        "",
+    ]
+    for case in results["cases"]:
+        cfg = case["config"]
+        ok = [n for n in case["networks"] if n["status"] == "ok"]
+        lines += [f"## {case['name']}", ""]
+        lines.append(
+            f"{len(case['networks'])} networks ({case['diverged']} diverged), {cfg['dataset']['name']} "
+            f"{'-'.join(map(str, cfg['model']['widths']))} {cfg['model']['activation']}, "
+            f"{cfg['optimizer']['name']} lr {cfg['optimizer']['lr']:g}, batch {cfg['batch_size']}, "
+            f"budget {cfg['budget']}, metrics measured on {cfg['measure_batch']} training samples."
+        )
+        if ok:
+            val = np.array([n["val_loss"] for n in ok])
+            lines.append(f"Validation loss over the networks: median {np.median(val):.4f}, "
+                         f"range {val.min():.4f} to {val.max():.4f}.")
+        lines += ["", "| metric | against | Pearson r [95 % CI] | p | Spearman ρ [95 % CI] | p | verdict (Spearman) |",
+                  "|---|---|---|---|---|---|---|"]
+        by_key: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        for c in case["correlations"]:
+            by_key.setdefault((c["metric"], c["target"]), {})[c["method"]] = c
+        for (metric, target), methods in by_key.items():
+            pe, sp = methods["pearson"], methods["spearman"]
+            lines.append(f"| {metric} | {TARGETS[target]} | {_fmt(pe['r'])} {_ci(pe)} | {_p(pe['p_value'])} | "
+                         f"{_fmt(sp['r'])} {_ci(sp)} | {_p(sp['p_value'])} | {sp['verdict']} |")
+        lines.append("")
+        lines.append("Metric options: " + "; ".join(
+            f"`{label}`: " + ", ".join(f"{k}={v}" for k, v in opts.items()) for label, opts in cfg["metrics"].items()
+        ) + ".")
+        lines.append("")
+        for label in cfg["metrics"]:
+            if (case["name"], label) in plots:
+                lines.append(f"![{case['name']} {label}]({plots[(case['name'], label)]})")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(results: dict[str, Any], out_dir: Path) -> Path:
+    plots = {(case["name"], label): scatter(case, label, out_dir)
+             for case in results["cases"] for label in case["config"]["metrics"]}
+    path = out_dir / "report.md"
+    atomic_write_text(path, render_markdown(results, plots))
+    return path
+
+
+def render_terminal(results: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"correlation with validation loss: {results['study']}")
+    for column in ("case", "metric", "Pearson r [95% CI]", "Spearman ρ [95% CI]", "verdict"):
+        table.add_column(column)
+    for case in results["cases"]:
+        for c in case["correlations"]:
+            if c["target"] != "val_loss" or c["method"] != "spearman":
+                continue
+            pearson = next(p for p in case["correlations"]
+                           if p["metric"] == c["metric"] and p["target"] == "val_loss" and p["method"] == "pearson")
+            table.add_row(case["name"], c["metric"], f"{_fmt(pearson['r'])} {_ci(pearson)}",
+                          f"{_fmt(c['r'])} {_ci(c)}", c["verdict"])
+    console.print(table)
+

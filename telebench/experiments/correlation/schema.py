@@ -1,0 +1,263 @@
+"""The correlation study's YAML: what to train, how many networks, and which metrics to measure.
+
+A separate, small schema (not a `telebench run` suite): a study trains N networks per case with
+different seeds and measures them once at the end, so it has no arms, targets or teleports. Case
+keys may come from `defaults`; a case's key replaces the default as a whole, except `model`, which
+merges key by key. Every mapping rejects unknown keys. Errors are one sentence naming the file and
+the key path, as for suites.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from telebench.config import registry
+from telebench.config.base import DatasetConfig, ModelConfig, NonNegInt, PosFloat, PosInt, Strict, check_name
+from telebench.config.errors import validation_error
+from telebench.errors import UserError
+from telebench.symmetry.objectives.sharpness import DIRECTIONS
+from telebench.training.specs import DatasetSpec, ModelSpec, OptimizerSpec, Params, freeze
+
+MIN_NETWORKS = 3  # a correlation over fewer points has no interval worth printing
+
+
+class SharpnessMetric(Strict):
+    """Mean loss increase over random directions (telebench.symmetry.objectives.sharpness.sharpness)."""
+
+    metric: Literal["sharpness"]
+    radii: list[PosFloat] = Field(default_factory=lambda: [0.5, 1.0, 2.0], min_length=1)
+    n_directions: PosInt = 64
+    directions: str = "isotropic"
+    seed: NonNegInt = 0
+
+    @field_validator("directions")
+    @classmethod
+    def _directions(cls, v: str) -> str:
+        return check_name("sharpness directions", v, DIRECTIONS)
+
+
+class CurvatureMetric(Strict):
+    """Curvature of the level-set curve exp(tM)·w (telebench.symmetry.objectives.curvature.curvature)."""
+
+    metric: Literal["curvature"]
+    group: str = "rescale"
+    n_draws: PosInt = 32
+    seed: NonNegInt = 0
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, v: str) -> str:
+        return check_name("group", v, registry.group_names())
+
+
+Metric = Annotated[SharpnessMetric | CurvatureMetric, Field(discriminator="metric")]
+
+
+class OptimizerSettings(Strict):
+    name: str
+    lr: PosFloat
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name("optimizer", v, registry.optimizer_names())
+
+
+class Budget(Strict):
+    steps: PosInt | None = None
+    epochs: PosFloat | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Budget:
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one of steps or epochs")
+        return self
+
+
+class CaseSettings(Strict):
+    dataset: DatasetConfig | None = None
+    model: ModelConfig | None = None
+    optimizer: OptimizerSettings | None = None
+    networks: PosInt = 30
+    seed_start: NonNegInt = 0
+    batch_size: PosInt = 20
+    budget: Budget | None = None
+    measure_batch: PosInt = 2000
+    metrics: dict[str, Metric] | None = Field(default=None, min_length=1)
+
+
+class CaseInput(CaseSettings):
+    name: str = Field(min_length=1)
+
+
+class StudyFile(Strict):
+    kind: Literal["correlation"] = "correlation"
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str = ""
+    defaults: CaseSettings = Field(default_factory=CaseSettings)
+    cases: list[CaseInput] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One measurement: a label for reports, the metric's kind and its options."""
+
+    label: str
+    kind: str  # sharpness | curvature
+    params: Params
+
+    def options(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.params}
+
+
+@dataclass(frozen=True)
+class StudyCase:
+    """A case with defaults merged: plain data, picklable for worker processes."""
+
+    name: str
+    dataset: DatasetSpec
+    model: ModelSpec
+    optimizer: OptimizerSpec
+    networks: int
+    seed_start: int
+    batch_size: int
+    budget_kind: str  # steps | epochs
+    budget_value: float
+    measure_batch: int
+    metrics: tuple[MetricSpec, ...]
+
+    @property
+    def seeds(self) -> range:
+        return range(self.seed_start, self.seed_start + self.networks)
+
+    def describe(self) -> dict[str, Any]:
+        """The case as JSON-able plain data, for results files."""
+        return {
+            "name": self.name,
+            "dataset": {"name": self.dataset.name, **dict(self.dataset.params)},
+            "model": {"widths": list(self.model.widths), "activation": self.model.activation,
+                      "negative_slope": self.model.negative_slope, "bias": self.model.bias},
+            "optimizer": {"name": self.optimizer.name, "lr": self.optimizer.lr, "kwargs": dict(self.optimizer.kwargs)},
+            "networks": self.networks,
+            "seeds": [self.seed_start, self.seed_start + self.networks - 1],
+            "batch_size": self.batch_size,
+            "budget": {self.budget_kind: self.budget_value},
+            "measure_batch": self.measure_batch,
+            "metrics": {m.label: {"metric": m.kind, **m.options()} for m in self.metrics},
+        }
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    description: str
+    source: str
+    cases: tuple[StudyCase, ...]
+
+
+def _read(path: Path) -> dict[str, Any]:
+    from telebench.config.yaml_io import read_yaml
+
+    raw = read_yaml(path, example="suites/paper-correlation.yaml")
+    if raw.get("kind") != "correlation":
+        raise UserError(f"{path}: kind: must be 'correlation' for `telebench correlate` "
+                        "(training suites go to `telebench run`).")
+    return raw
+
+
+def _fail(source: str, path: str, problem: str) -> UserError:
+    return UserError(f"{source}: {path}: {problem}.")
+
+
+def _merge(defaults: CaseSettings, case: CaseInput) -> dict[str, Any]:
+    merged = {**defaults.given(), **{k: v for k, v in case.given().items() if k != "name"}}
+    if defaults.model is not None and case.model is not None:
+        merged["model"] = ModelConfig(**{**defaults.model.given(), **case.model.given()})
+    return merged
+
+
+def _where(key: str, case: CaseInput, index: int) -> str:
+    """The key path of a setting: the case's own, or the defaults' when the case inherits it."""
+    return f"cases[{index}].{key}" if key in case.model_fields_set else f"defaults.{key}"
+
+
+def _resolve(source: str, defaults: CaseSettings, case: CaseInput, index: int, networks: int | None) -> StudyCase:
+    merged = _merge(defaults, case)
+    for key in ("dataset", "model", "optimizer", "budget", "metrics"):
+        if merged.get(key) is None:
+            raise _fail(source, f"cases[{index}].{key}", "is missing; set it in the case or under defaults")
+    dataset, model, optimizer, budget = merged["dataset"], merged["model"], merged["optimizer"], merged["budget"]
+    if model.widths is None:
+        raise _fail(source, _where("model", case, index) + ".widths", "is missing; list every layer width, e.g. [784, 16, 10, 10]")
+    try:
+        n_features, n_outputs = registry.dataset_shape(dataset.name, dataset.params) or (None, None)
+        n_train = registry.dataset_train_size(dataset.name, dataset.params)
+    except UserError as exc:
+        raise _fail(source, _where("dataset", case, index), str(exc).rstrip(".")) from None
+    if n_features is not None and (model.widths[0] != n_features or model.widths[-1] != n_outputs):
+        raise _fail(source, _where("model", case, index) + ".widths",
+                    f"must start at {n_features} inputs and end at {n_outputs} outputs for {dataset.name}, "
+                    f"got {model.widths}")
+    batch_size, measure = merged.get("batch_size", 20), merged.get("measure_batch", 2000)
+    for key, value in (("batch_size", batch_size), ("measure_batch", measure)):
+        if n_train is not None and value > n_train:
+            raise _fail(source, _where(key, case, index),
+                        f"{value} is larger than the {n_train} training samples of {dataset.name}; use at most {n_train}")
+    metrics = []
+    for label, metric in merged["metrics"].items():
+        params = metric.model_dump(exclude={"metric"})
+        if isinstance(metric, CurvatureMetric):
+            fits = registry.GROUP_ACTIVATIONS.get(metric.group)
+            if fits is not None and model.activation not in fits:
+                raise _fail(source, _where("metrics", case, index) + f".{label}.group",
+                            f"group {metric.group!r} does not preserve a {model.activation} network; "
+                            f"use it with {', '.join(fits)}")
+        metrics.append(MetricSpec(label, metric.metric, freeze(params)))
+    count = networks if networks is not None else merged.get("networks", 30)
+    if count < MIN_NETWORKS:
+        raise _fail(source, _where("networks", case, index),
+                    f"a correlation needs at least {MIN_NETWORKS} networks, got {count}")
+    return StudyCase(
+        name=case.name,
+        dataset=DatasetSpec(dataset.name, freeze(dataset.params)),
+        model=ModelSpec(tuple(model.widths), model.activation, model.negative_slope, model.bias),
+        optimizer=OptimizerSpec(optimizer.name, optimizer.lr, freeze(optimizer.kwargs)),
+        networks=count,
+        seed_start=merged.get("seed_start", 0),
+        batch_size=batch_size,
+        budget_kind="steps" if budget.steps is not None else "epochs",
+        budget_value=float(budget.steps if budget.steps is not None else budget.epochs),
+        measure_batch=measure,
+        metrics=tuple(metrics),
+    )
+
+
+def load_study(path: str | Path, networks: int | None = None, cases: list[str] | None = None) -> Study:
+    """Read and validate a study; ``networks`` overrides every case's count, ``cases`` keeps those cases."""
+    path = Path(path)
+    source = str(path)
+    raw = _read(path)
+    try:
+        doc = StudyFile.model_validate(raw)
+    except ValidationError as exc:
+        raise validation_error(source, exc, StudyFile) from None
+    if networks is not None and networks < MIN_NETWORKS:
+        raise UserError(f"--networks {networks}: a correlation needs at least {MIN_NETWORKS} networks; pass a larger count.")
+    names = [c.name for c in doc.cases]
+    if len(set(names)) != len(names):
+        raise _fail(source, "cases", "case names repeat; give each case a unique name")
+    if cases is not None:
+        unknown = [c for c in cases if c not in names]
+        if unknown:
+            raise UserError(f"--cases {unknown[0]!r} is not a case of {source}; choose from {', '.join(names)}.")
+    resolved = tuple(
+        _resolve(source, doc.defaults, case, i, networks)
+        for i, case in enumerate(doc.cases)
+        if cases is None or case.name in cases
+    )
+    return Study(doc.name, doc.description.strip(), source, resolved)

@@ -1,0 +1,110 @@
+"""Train one network of a study and measure it: the unit of work a worker process runs.
+
+Training is untimed (nothing here is a speed measurement), so workers may share the machine. A
+network is fully determined by its case and seed: the seed fixes the initial weights and the batch
+order; the metrics are measured on one fixed subset of the training split, the same for every
+network of the case, so that their differences come from the networks, not from the data.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from telebench.experiments.correlation.schema import MetricSpec, StudyCase
+from telebench.symmetry.objectives.curvature import curvature
+from telebench.symmetry.objectives.sharpness import sharpness
+from telebench.training.data import BatchStream, DatasetBundle, evaluate, load_dataset, loss_fn_for
+from telebench.training.models import build_mlp
+from telebench.training.optimizers import make_optimizer
+from telebench.training.specs import DatasetSpec
+
+TRAIN_EVAL_SIZE = 10_000  # the training loss is measured on (at most) this many training samples
+MEASURE_SUBSET_SEED = 0  # the fixed permutation the measurement subset is taken from
+
+
+@dataclass
+class NetworkRecord:
+    """One trained network: its losses at the end and every metric measured there."""
+
+    case: str
+    seed: int
+    status: str  # ok | diverged
+    steps: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    sharpness_by_radius: dict[str, dict[str, float]] = field(default_factory=dict)
+    train_seconds: float = 0.0
+    measure_seconds: float = 0.0
+    message: str = ""
+
+    @property
+    def gap(self) -> float:
+        """Generalisation gap: validation loss minus training loss."""
+        return self.val_loss - self.train_loss
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "gap": self.gap}
+
+
+@functools.lru_cache(maxsize=4)
+def _data(spec: DatasetSpec, data_root: str | None) -> DatasetBundle:
+    """Each worker process loads a dataset once, however many networks it trains on it."""
+    return load_dataset(spec, data_root)
+
+
+def measurement_batch(data: DatasetBundle, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed subset of the training split every network of a case is measured on."""
+    order = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(MEASURE_SUBSET_SEED))[:size]
+    return data.x_train[order], data.y_train[order]
+
+
+def measure(model: torch.nn.Sequential, data: DatasetBundle, metric: MetricSpec,
+            batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, dict[str, float]]:
+    """One metric's value (sharpness: the mean over its radii) and, for sharpness, the value per radius."""
+    x, y = batch
+    options = metric.options()
+    if metric.kind == "sharpness":
+        by_radius = sharpness(model, x, y, loss_fn_for(data.task), **options)
+        return sum(by_radius.values()) / len(by_radius), {f"{r:g}": v for r, v in by_radius.items()}
+    return curvature(model, x, y, **options), {}
+
+
+def train_network(case: StudyCase, seed: int, data_root: str | None = None) -> NetworkRecord:
+    """Train ``case``'s network with ``seed`` for its budget, then measure every metric of the case."""
+    data = _data(case.dataset, data_root)
+    loss_fn = loss_fn_for(data.task)
+    model = build_mlp(case.model, seed=seed)
+    optimizer = make_optimizer(case.optimizer, model.parameters())
+    stream = BatchStream(data.x_train, data.y_train, case.batch_size, seed=seed)
+    steps = int(case.budget_value) if case.budget_kind == "steps" else round(case.budget_value * stream.steps_per_epoch)
+    start = time.perf_counter()
+    for _ in range(steps):
+        x, y = stream.next()
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+    train_seconds = time.perf_counter() - start
+    n = min(TRAIN_EVAL_SIZE, len(data.x_train))
+    train_loss, _ = evaluate(model, data.x_train[:n], data.y_train[:n], data.task)
+    val_loss, val_accuracy = evaluate(model, data.x_val, data.y_val, data.task)
+    record = NetworkRecord(case.name, seed, "ok", steps, train_loss, val_loss, val_accuracy, train_seconds=train_seconds)
+    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+        record.status, record.message = "diverged", f"loss became {train_loss} (train) / {val_loss} (validation)"
+        return record
+    start = time.perf_counter()
+    batch = measurement_batch(data, case.measure_batch)
+    for metric in case.metrics:
+        value, by_radius = measure(model, data, metric, batch)
+        record.metrics[metric.label] = value
+        if by_radius:
+            record.sharpness_by_radius[metric.label] = by_radius
+    record.measure_seconds = time.perf_counter() - start
+    return record

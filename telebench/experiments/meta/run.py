@@ -1,0 +1,161 @@
+"""`telebench run` for a `kind: meta` suite: meta-train every arm, test on unseen seeds, write the report.
+
+Per case: every arm is built from one seed, tested untrained, meta-trained, then all arms are
+tested again interleaved seed by seed (after an untimed warm-up), so drift in the machine's speed
+hits every arm alike. results.json and report.md are written atomically at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from telebench.experiments.meta.evaluate import TestRun, meta_test
+from telebench.experiments.meta.optimizer import MetaOptimizer, TeleportApply
+from telebench.experiments.meta.suite import MetaCase, MetaSuite, load_meta_suite
+from telebench.experiments.meta.train import MetaTrainLog, meta_train
+from telebench.render.meta import SCHEMA, change_summary, write_report
+from telebench.results.environment import environment
+from telebench.results.store import atomic_write_text, dumps, now_iso
+
+WARMUP_STEPS = 5
+
+
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def build_arm(case: MetaCase, index: int) -> MetaOptimizer:
+    """Arm ``index`` of ``case`` with its LSTMs initialised from ``meta_train.seed`` (global RNG untouched)."""
+    from telebench.symmetry import get_group
+
+    task = case.task.to_spec()
+    apply = TeleportApply(get_group(case.teleport.group), case.teleport.parametrization, case.teleport.magnitude)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(case.meta_train.seed)
+        return MetaOptimizer(case.arms[index].to_spec(), task.architecture(), case.lstm.to_spec(), apply)
+
+
+def _significant(values: list[float], digits: int) -> list[float]:
+    return [float(f"{v:.{digits}g}") for v in values]
+
+
+def _runs(runs: list[TestRun], brief: bool = False) -> list[dict[str, Any]]:
+    """Test runs as plain data. Losses keep every digit (two runs of one seed must match exactly);
+    clock readings are kept to 0.1 µs, invariance errors to 3 digits, so the file stays small.
+    ``brief`` (untrained runs) keeps the loss curve only."""
+    if brief:
+        return [{"seed": r.seed, "loss": r.loss} for r in runs]
+    return [{"seed": r.seed, "loss": r.loss, "seconds": [round(t, 7) for t in r.seconds],
+             "teleport_batch": _significant(r.teleports.batch, 3),
+             "teleport_heldout": _significant(r.teleports.heldout, 3),
+             "step_size": _significant(r.step_size, 4)} for r in runs]
+
+
+def _train_record(log: MetaTrainLog, tolerance: float) -> dict[str, Any]:
+    """Meta-training in brief: its teleports are summarised (tens of thousands of them), not listed."""
+    return {"seconds": log.seconds, "meta_steps": log.meta_steps, "skipped_windows": log.skipped_windows,
+            "trajectory_loss": log.trajectory_loss,
+            "teleport": {"batch": change_summary(log.teleports.batch, tolerance),
+                         "heldout": change_summary(log.teleports.heldout, tolerance)}}
+
+
+def run_case(case: MetaCase, progress: Progress | None = None) -> dict[str, Any]:
+    """Meta-train and test every arm of one case; the plain-data record the report reads."""
+    from telebench.symmetry import get_group
+
+    task = case.task.to_spec()
+    group = get_group(case.teleport.group)
+    tolerance = group.default_tolerance(task.torch_dtype)
+    seeds, steps = case.test.seeds, case.test.steps
+    arms = [build_arm(case, k) for k in range(len(case.arms))]
+    untrained = {opt.arm.name: meta_test(opt, task, seeds, steps) for opt in arms if opt.learns}
+    logs: dict[str, MetaTrainLog] = {}
+    for opt in arms:
+        bar = None
+        if progress is not None and opt.learns:
+            bar = progress.add_task(f"{case.name} / {opt.arm.name}: meta-training", total=case.meta_train.trajectories)
+        logs[opt.arm.name] = meta_train(opt, task, case.meta_train.to_spec(),
+                                        None if bar is None else (lambda n, b=bar: progress.update(b, completed=n)))
+    tested: dict[str, list[TestRun]] = {opt.arm.name: [] for opt in arms}
+    start = time.perf_counter()
+    for opt in arms:
+        meta_test(opt, task, seeds[:1], min(WARMUP_STEPS, steps))
+    for seed in seeds:
+        for opt in arms:
+            tested[opt.arm.name] += meta_test(opt, task, [seed], steps)
+    test_wall = time.perf_counter() - start
+    return {
+        "name": case.name,
+        "config": case.model_dump(mode="json"),
+        "group": {"name": group.name, "exact": group.exact,
+                  "tolerance": tolerance},
+        "test_wall_seconds": test_wall,
+        "arms": [
+            {**asdict(opt.arm), "meta_parameters": sum(p.numel() for p in opt.parameters()),
+             "meta_train": _train_record(logs[opt.arm.name], tolerance),
+             "untrained": _runs(untrained[opt.arm.name], brief=True) if opt.arm.name in untrained else None,
+             "test": _runs(tested[opt.arm.name])}
+            for opt in arms
+        ],
+    }
+
+
+def run_meta_suite(suite: str | Path | MetaSuite, out_dir: Path | None = None, console: Console | None = None,
+                   overrides: Any = None, *, threads: int | None = None, report: bool = True) -> Path:
+    """Run a meta suite into ``out_dir`` and return the path of report.md (results.json with ``report=False``).
+
+    ``suite`` is a path, or a MetaSuite already loaded by ``telebench.experiments.pairs.load.load_suite`` (whose caller
+    has shown its notes); ``overrides`` (a ``telebench.experiments.pairs.load.Overrides``) apply to a path only.
+    ``threads`` replaces the suite's ``threads``.
+    """
+    from telebench.experiments.pairs.run import default_out_dir, prepare_out_dir
+
+    console = console or Console()
+    if isinstance(suite, MetaSuite):
+        loaded = suite
+    else:
+        loaded = load_meta_suite(suite, overrides=overrides)
+        for note in loaded.notes:
+            console.print(f"[yellow]note:[/] {note}", highlight=False)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(loaded.name)
+    prepare_out_dir(out)
+    started = now_iso()
+    wall = time.perf_counter()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with _threads(threads or loaded.threads), Progress(*columns, console=console, transient=True) as progress:
+        env = {**environment(["cpu"]), "threads": torch.get_num_threads()}
+        cases = [run_case(case, progress) for case in loaded.cases]
+    results = {
+        "schema": SCHEMA,
+        "suite": loaded.name,
+        "suite_path": str(loaded.source),
+        "description": loaded.description,
+        "started": started,
+        "finished": now_iso(),
+        "wall_seconds": time.perf_counter() - wall,
+        "environment": env,
+        "cases": cases,
+    }
+    path = out / "results.json"
+    atomic_write_text(path, dumps(results))
+    console.print(f"results: {path}", highlight=False)
+    if report:
+        path = write_report(results, out)
+        console.print(f"report:  {path}", highlight=False)
+    return path

@@ -1,0 +1,407 @@
+"""Suite YAML → validated `Suite` → plan of `TrialSpec`s.
+
+`load_suite` reads the file, applies command-line overrides, validates with pydantic (models in
+suite_schema.py), merges defaults into the cases and checks what one key alone cannot show:
+model widths against the dataset, the group against the activation, teleport batches against
+the dataset size, devices against the machine. Every problem is one `UserError` sentence naming
+the file and the key path. `expand` turns the suite into the ordered, hashable plan.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from telebench.config import registry
+from telebench.config.base import ModelConfig, check_name
+from telebench.config.errors import key_path, validation_error
+from telebench.config.overrides import Overrides, _apply_set
+from telebench.config.yaml_io import read_yaml
+from telebench.errors import UserError
+from telebench.experiments.pairs.schema import (
+    ArmConfig,
+    BudgetConfig,
+    Case,
+    CaseInput,
+    CaseSettings,
+    OptimizerConfig,
+    Suite,
+    SuiteFile,
+    TeleportSettings,
+)
+from telebench.experiments.pairs.spec import ARMS
+
+__all__ = ["Suite", "Case", "load_suite", "teleport_settings"]
+
+Loc = tuple[str | int, ...]
+
+
+# ---- command-line overrides ---------------------------------------------------------------------
+
+
+
+
+
+
+
+
+
+
+# ---- reading the YAML ---------------------------------------------------------------------------
+
+
+
+
+
+
+
+
+
+
+# ---- merging defaults into cases ------------------------------------------------------------------
+
+
+def _is_set(model: Any, keys: Loc) -> bool:
+    for key in keys:
+        if isinstance(key, int):
+            if not isinstance(model, list) or key >= len(model):
+                return False
+            model = model[key]
+        elif not isinstance(model, BaseModel) or key not in model.model_fields_set:
+            return False
+        else:
+            model = getattr(model, key)
+    return True
+
+
+@dataclass
+class _Origin:
+    """Where a merged value came from, so an error names the key the user actually wrote."""
+
+    doc: SuiteFile
+    index: int
+    options: dict[str, str] = field(default_factory=dict)  # case key -> the option that overrode it
+    arms: list[int | None] | None = None  # after --arms: each arm's index in the file (None: added)
+
+    def case_key(self, *keys: str | int) -> str:
+        if keys[0] in self.options:
+            return self.options[str(keys[0])]
+        base: Loc = ("cases", self.index)
+        if not _is_set(self.doc.cases[self.index], keys) and _is_set(self.doc.defaults, keys):
+            base = ("defaults",)
+        return key_path(base + keys)
+
+    def teleport_key(self, opt: int, arm: int, name: str) -> str:
+        """The most specific level that set teleport `name`: arm, optimizer, case, then defaults."""
+        case, defaults = self.doc.cases[self.index], self.doc.defaults
+        written = arm if self.arms is None else self.arms[arm]
+        levels: list[Loc] = [("optimizers", opt, "teleport", name), ("teleport", name)]
+        if written is not None:
+            levels.insert(0, ("arms", written, "teleport", name))
+        for keys in levels:
+            for base, model in ((("cases", self.index), case), (("defaults",), defaults)):
+                if _is_set(model, keys):
+                    return key_path(base + keys)
+        return f"teleport.{name} (default)"
+
+
+def _merge(defaults: CaseSettings, case: CaseInput) -> dict[str, Any]:
+    """defaults ← case; `model` and `teleport` merge key by key, every other key is replaced whole."""
+    merged = {**{k: getattr(defaults, k) for k in CaseSettings.model_fields}, **case.given()}
+    if defaults.model is not None and case.model is not None:
+        merged["model"] = ModelConfig(**{**defaults.model.given(), **case.model.given()})
+    merged["teleport"] = TeleportSettings(**{**defaults.teleport.given(), **case.teleport.given()})
+    return merged
+
+
+def teleport_settings(case: Case, optimizer: OptimizerConfig, arm: ArmConfig) -> TeleportSettings:
+    """The settings one trial teleports with: case ← optimizer ← arm (the case already holds defaults)."""
+    return TeleportSettings(**{**case.teleport.given(), **optimizer.teleport.given(), **arm.teleport.given()})
+
+
+def _apply_overrides(merged: dict[str, Any], ov: Overrides, origin: _Origin) -> None:
+    for key, option, value in (
+        ("seeds", "--seeds", ov.seeds),
+        ("devices", "--devices", ov.devices),
+        ("eval_every", "--eval-every", ov.eval_every),
+        ("budget", "--budget-steps", None if ov.budget_steps is None else BudgetConfig(steps=ov.budget_steps)),
+    ):
+        if value is not None:
+            merged[key] = value
+            origin.options[key] = option
+
+
+# ---- checks across keys -----------------------------------------------------------------------------
+
+
+def _fail(source: str, path: str, problem: str) -> UserError:
+    return UserError(f"{source}: {path}: {problem}.")
+
+
+def _check_model(source: str, case: Case, origin: _Origin) -> None:
+    widths = case.model.widths
+    assert widths is not None
+    try:
+        shape = registry.dataset_shape(case.dataset.name, case.dataset.params)
+    except (UserError, ValueError) as exc:  # the data module rejects parameters with a UserError
+        raise _fail(source, origin.case_key("dataset"), str(exc).rstrip(".")) from None
+    if shape is None:
+        return
+    n_in, n_out = shape
+    path = origin.case_key("model", "widths")
+    if widths[0] != n_in:
+        raise _fail(source, path, f"the first width must be the {n_in} input features of {case.dataset.name}, "
+                                  f"got {widths[0]}; use e.g. [{n_in}, 32, {n_out}]")
+    if widths[-1] != n_out:
+        raise _fail(source, path, f"the last width must be the {n_out} outputs of {case.dataset.name}, "
+                                  f"got {widths[-1]}; use e.g. [{n_in}, 32, {n_out}]")
+
+
+def _label_optimizers(source: str, case: Case, origin: _Origin) -> None:
+    """Unlabelled optimizers are named after themselves, or name-lr<lr> when one name appears twice."""
+    names = [o.name for o in case.optimizers]
+    labelled = []
+    for opt in case.optimizers:
+        label = opt.label or (opt.name if names.count(opt.name) == 1 else f"{opt.name}-lr{opt.lr:g}")
+        labelled.append(opt.model_copy(update={"label": label}))
+    case.optimizers = labelled
+    seen: dict[str, int] = {}
+    for j, opt in enumerate(labelled):
+        if opt.label in seen:
+            raise _fail(source, origin.case_key("optimizers", j), f"optimizer label {opt.label!r} repeats "
+                        f"optimizers[{seen[opt.label]}]; give each entry a distinct `label`")
+        seen[str(opt.label)] = j
+
+
+def _check_optimizer_kwargs(source: str, case: Case, origin: _Origin) -> None:
+    for j, opt in enumerate(case.optimizers):
+        allowed = registry.optimizer_kwargs_allowed(opt.name)
+        for key in opt.kwargs:
+            if key == "lr":
+                raise _fail(source, origin.case_key("optimizers", j, "kwargs"), "lr belongs in the optimizer's "
+                            "own `lr` key, not in kwargs")
+            if key not in allowed:
+                near = difflib.get_close_matches(key, allowed, n=1)
+                hint = f"did you mean {near[0]!r}? " if near else ""
+                raise _fail(source, origin.case_key("optimizers", j, "kwargs") + f".{key}",
+                            f"{opt.name} takes no argument {key!r}; {hint}allowed: {', '.join(allowed)}")
+
+
+def _check_arms(source: str, case: Case, origin: _Origin) -> None:
+    seen: dict[str, int] = {}
+    for k, arm in enumerate(case.arms):
+        if arm.name in seen:
+            raise _fail(source, origin.case_key("arms", k), f"arm label {arm.name!r} repeats arms[{seen[arm.name]}]; "
+                        "give each arm a distinct name, e.g. {name: teleport-keep, kind: teleport}")
+        seen[arm.name] = k
+
+
+def _check_objective_params(source: str, tp: TeleportSettings, key: str) -> None:
+    """Build the objective once, so a bad option stops the suite here, not at a trial's first teleport."""
+    try:
+        from telebench.symmetry import get_objective
+    except ImportError:  # pragma: no cover - the symmetry package is part of telebench
+        return
+    try:
+        get_objective(tp.objective, **dict(tp.objective_params or {}))
+    except (ValueError, TypeError) as exc:
+        raise _fail(source, key, f"{exc}".rstrip(".")) from None
+
+
+def _check_batches_and_groups(source: str, case: Case, origin: _Origin) -> None:
+    """Batches must fit the training split; teleports must fit the group and the activation."""
+    n_train = registry.dataset_train_size(case.dataset.name, case.dataset.params)
+    if n_train is not None and case.batch_size > n_train:
+        raise _fail(source, origin.case_key("batch_size"), f"{case.batch_size} is larger than the {n_train} "
+                    f"training samples of {case.dataset.name}; use at most {n_train}")
+    activation = case.model.activation
+    for j, opt in enumerate(case.optimizers):
+        for k, arm in enumerate(case.arms):
+            if arm.kind not in ("teleport", "random-teleport"):
+                continue
+            tp = teleport_settings(case, opt, arm)
+            _check_objective_params(source, tp, origin.teleport_key(j, k, "objective_params"))
+            fits = registry.GROUP_ACTIVATIONS.get(tp.group)
+            if fits is not None and activation not in fits:
+                needs = f"{', '.join(fits[:-1])} or {fits[-1]}" if len(fits) > 1 else fits[0]
+                group_key = origin.teleport_key(j, k, "group")
+                activation_key = origin.case_key("model", "activation")
+                if group_key.endswith("(default)"):
+                    raise _fail(source, activation_key, f"{activation!r} does not fit the default teleport group "
+                                f"{tp.group!r}, which needs {needs}; change the activation or set teleport.group")
+                raise _fail(source, group_key, f"group {tp.group!r} needs a {needs} activation but "
+                            f"{activation_key} is {activation!r}; change one of them")
+            if tp.group == "gl-data" and case.model.negative_slope <= 0:
+                raise _fail(source, origin.case_key("model", "negative_slope"), "group 'gl-data' needs an "
+                            "invertible activation, so a positive leaky_relu slope")
+            if n_train is not None and tp.batch_size > n_train:
+                raise _fail(source, origin.teleport_key(j, k, "batch_size"),
+                            f"teleport batch {tp.batch_size} is larger than the {n_train} training samples of "
+                            f"{case.dataset.name}; use at most {n_train}")
+
+
+def _check_target(source: str, case: Case, origin: _Origin, arms_option: bool) -> None:
+    if case.target.value is None and not any(a.kind == "baseline" for a in case.arms):
+        fix = "keep baseline in --arms" if arms_option else "add `baseline` to the arms"
+        raise _fail(source, origin.case_key("target"), f"a baseline_final target needs a baseline arm; {fix} "
+                    "or give an absolute `value`")
+
+
+def _note(notes: list[str], text: str) -> None:
+    """Settings inherited from defaults would repeat a note once per case; keep one."""
+    if text not in notes:
+        notes.append(text)
+
+
+def _resolve_devices(source: str, case: Case, origin: _Origin, notes: list[str]) -> None:
+    """`auto` becomes cuda or cpu (with a note); CUDA asked for where there is none is an error."""
+    wanted = case.devices
+    count = registry.cuda_device_count() if any(d != "cpu" for d in wanted) else 0
+    resolved: list[str] = []
+    for name in wanted:
+        if name == "auto":
+            name = "cuda" if count else "cpu"
+            if not count:
+                _note(notes, f"{origin.case_key('devices')}: auto runs on cpu, because no CUDA device is visible.")
+        elif name.startswith("cuda"):
+            index = int(name.partition(":")[2] or 0)
+            if index >= count:
+                have = f"only {count} CUDA device(s) exist" if count else "no CUDA device is visible"
+                raise _fail(source, origin.case_key("devices"), f"{name!r} was asked for but {have}; use cpu, "
+                            "or auto to run on CUDA only where it exists")
+        if name not in resolved:
+            resolved.append(name)
+    case.devices = resolved
+
+
+def _note_schedules(case: Case, origin: _Origin, notes: list[str]) -> None:
+    if case.budget.steps is None:
+        return
+    for j, opt in enumerate(case.optimizers):
+        for k, arm in enumerate(case.arms):
+            if arm.kind == "baseline":
+                continue
+            schedule = teleport_settings(case, opt, arm).schedule
+            late = [s for s in schedule.at_steps or [] if s >= case.budget.steps]
+            if late:
+                _note(notes, f"{origin.teleport_key(j, k, 'schedule')}: steps {late} lie past the budget of "
+                      f"{case.budget.steps} steps and never happen.")
+
+
+def _resolve_case(source: str, doc: SuiteFile, index: int, ov: Overrides, notes: list[str],
+                  check_devices: bool) -> Case:
+    origin = _Origin(doc, index)
+    merged = _merge(doc.defaults, doc.cases[index])
+    _apply_overrides(merged, ov, origin)
+    for key in ("dataset", "model", "optimizers", "budget"):  # the settings with no built-in default
+        if merged[key] is None:
+            raise _fail(source, f"cases[{index}].{key}", f"is missing; set `{key}` in the case or under defaults "
+                        "(see docs/suite-format.md)")
+    case = Case(**merged)
+    if case.model.widths is None:
+        raise _fail(source, origin.case_key("model") + ".widths", "is missing; list the layer widths from the "
+                    "input features to the outputs, e.g. [64, 32, 10]")
+    _check_model(source, case, origin)
+    _label_optimizers(source, case, origin)
+    _check_optimizer_kwargs(source, case, origin)
+    _check_arms(source, case, origin)
+    if ov.arms is not None:
+        origin.arms = _select_arms(case, ov.arms)
+    _check_target(source, case, origin, ov.arms is not None)
+    _check_batches_and_groups(source, case, origin)
+    if check_devices:
+        _resolve_devices(source, case, origin, notes)
+    _note_schedules(case, origin, notes)
+    return case
+
+
+def _check_arm_labels(source: str, doc: SuiteFile, wanted: list[str]) -> None:
+    known = {a.name for settings in (doc.defaults, *doc.cases) for a in settings.arms}
+    for label in wanted:
+        if label not in known and label not in ARMS:
+            choices = sorted(known | set(ARMS))
+            near = difflib.get_close_matches(label, choices, n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise UserError(f"--arms: {source} defines no arm {label!r}; {hint}choose from {', '.join(choices)}.")
+
+
+def _select_arms(case: Case, wanted: list[str]) -> list[int | None]:
+    """Keep the wanted labels in the given order, adding built-in kinds the case lacks.
+
+    Returns each kept arm's index in the file (None for an added one), so errors still point there.
+    """
+    written = {a.name: k for k, a in enumerate(case.arms)}
+    keep = [label for label in wanted if label in written or label in ARMS]
+    arms = case.arms
+    case.arms = [arms[written[label]] if label in written else ArmConfig(name=label) for label in keep]
+    return [written.get(label) for label in keep]
+
+
+def _select_cases(source: str, cases: list[Case], wanted: list[str]) -> list[Case]:
+    names = [c.name for c in cases]
+    for name in wanted:
+        if name not in names:
+            try:
+                check_name("case", name, tuple(names))
+            except ValueError as exc:
+                raise UserError(f"--cases: {source} has {exc}.") from None
+    return [c for c in cases if c.name in wanted]
+
+
+def load_suite(path: str | Path, overrides: Overrides | None = None, *, check_devices: bool = True) -> Suite:
+    """Read, override, validate and resolve a suite; raises UserError with one sentence on any problem.
+
+    `check_devices=False` skips resolving `auto` and checking CUDA (for planning on another machine).
+    """
+    ov = overrides or Overrides()
+    path = Path(path)
+    source = str(path)
+    raw = read_yaml(path)
+    for text in ov.sets:
+        _apply_set(raw, text)
+    kind = raw.get("kind", "train")
+    if kind == "meta":
+        return _load_meta(path, raw, ov)
+    if kind != "train":
+        if kind == "correlation":
+            raise UserError(
+                f"{source}: kind: correlation is a correlation study, which `telebench correlate {source}` runs."
+            )
+        raise UserError(f"{source}: kind: must be 'train' (the default) or 'meta', got {kind!r}.")
+    try:
+        doc = SuiteFile.model_validate(raw)
+    except ValidationError as exc:
+        raise validation_error(source, exc, SuiteFile) from None
+    if ov.arms is not None:
+        _check_arm_labels(source, doc, ov.arms)
+    notes: list[str] = []
+    cases = [_resolve_case(source, doc, i, ov, notes, check_devices) for i in range(len(doc.cases))]
+    first: dict[str, int] = {}
+    for i, case in enumerate(cases):
+        if case.name in first:
+            raise _fail(source, f"cases[{i}].name", f"case name {case.name!r} repeats cases[{first[case.name]}]; "
+                        "give each case a distinct name")
+        first[case.name] = i
+    if ov.cases is not None:
+        cases = _select_cases(source, cases, ov.cases)
+    return Suite(name=doc.name, description=doc.description, defaults=doc.defaults, cases=cases,
+                 executor=doc.executor, source=path, notes=notes)
+
+
+def _load_meta(path: Path, raw: dict[str, Any], ov: Overrides) -> Suite:
+    """A `kind: meta` suite (meta-learned optimizers, not trials): validated by telebench.experiments.meta and
+    wrapped so `run` can dispatch on `kind`; it expands to no trials."""
+    from telebench.experiments.meta.suite import load_meta_suite
+
+    meta = load_meta_suite(path, raw, ov)
+    return Suite(name=meta.name, description=meta.description, defaults=CaseSettings(), cases=[], executor="local",
+                 source=path, notes=meta.notes, kind="meta", meta=meta)
+
+
+# ---- expansion --------------------------------------------------------------------------------------
+
+

@@ -1,0 +1,295 @@
+"""The timed training loop: the arms of one seed, trained side by side (DESIGN.md §4).
+
+All arms of one pair key start from identical weights and see identical batches. They advance
+in chunks of `eval_every` steps, taking turns (the order rotates every chunk), so machine drift
+hits every arm alike. Clocks cover only training work (data, forward, backward, step, teleport);
+evaluation and held-out invariance checks run off the clock in their own accumulator.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from telebench.execution.task import ProgressFn
+from telebench.experiments.pairs.spec import ScheduleSpec, TrialSpec
+from telebench.training.clock import Clock, resolve_device
+from telebench.training.data import BatchStream, DatasetBundle, evaluate, load_dataset, loss_fn_for
+from telebench.training.models import build_mlp
+from telebench.training.optimizers import apply_state_policy, make_optimizer
+from telebench.training.step import optimizer_step
+
+TRAIN_EVAL_SIZE = 10_000  # train loss is measured on a fixed subset, so evaluation cost stays bounded
+HELD_OUT_SIZE = 2_000  # held-out samples for each teleport's invariance check
+WARMUP_STEPS = 3
+
+
+
+
+
+def teleport_steps(schedule: ScheduleSpec, steps_per_epoch: int, total_steps: int) -> set[int]:
+    """The optimizer steps before which a teleport (or a reset, for reset-only) happens."""
+    if schedule.kind == "at_steps":
+        steps = set(schedule.steps)
+    elif schedule.kind == "at_epochs":
+        steps = {e * steps_per_epoch for e in schedule.epochs}
+    elif schedule.kind == "every":
+        steps = set(range(schedule.start, total_steps, max(1, schedule.every)))
+    elif schedule.kind == "first_minibatches":
+        steps = {e * steps_per_epoch + i for e in schedule.epochs for i in range(schedule.count)}
+    else:
+        raise ValueError(f"unknown schedule kind {schedule.kind!r}")
+    return {s for s in steps if 0 <= s < total_steps}
+
+
+def total_steps_for(spec: TrialSpec, steps_per_epoch: int) -> int:
+    """Step budget; a seconds budget gets an effectively unbounded step count and stops on the clock."""
+    if spec.budget.kind == "steps":
+        return int(spec.budget.value)
+    if spec.budget.kind == "epochs":
+        return int(round(spec.budget.value * steps_per_epoch))
+    return 10**12
+
+
+@dataclass
+class _ArmState:
+    spec: TrialSpec
+    model: nn.Sequential
+    optimizer: torch.optim.Optimizer
+    stream: BatchStream
+    tele_stream: BatchStream
+    clock: Clock
+    schedule: set[int]
+    total_steps: int
+    step: int = 0
+    status: str = "ok"
+    message: str = ""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    teleports: list[dict[str, Any]] = field(default_factory=list)
+    wall_s: float = 0.0  # this arm's own wall time; arms interleave, so a shared stopwatch would mix them
+    traceback: str = ""
+    fraction: float = 0.0  # of the budget, for progress bars
+    done: bool = False
+
+
+class PairRunner:
+    """Trains the arms of one pair key (case, optimizer, device, seed) interleaved."""
+
+    def __init__(
+        self,
+        specs: list[TrialSpec],
+        data_root: str | None = None,
+        progress: ProgressFn | None = None,
+        data: DatasetBundle | None = None,
+    ) -> None:
+        keys = {s.pair_key for s in specs}
+        if len(keys) != 1:
+            raise ValueError(f"PairRunner needs the arms of one pair, got keys {sorted(keys)}")
+        self.specs = specs
+        first = specs[0]
+        self.device = resolve_device(first.device)
+        self.data = (data or load_dataset(first.dataset, data_root)).to(self.device)
+        self.loss_fn = loss_fn_for(self.data.task)
+        self.progress = progress
+        n_eval = min(TRAIN_EVAL_SIZE, len(self.data.x_train))
+        self.train_eval = (self.data.x_train[:n_eval], self.data.y_train[:n_eval])
+        n_ho = min(HELD_OUT_SIZE, len(self.data.x_val))
+        self.held_out = (self.data.x_val[:n_ho], self.data.y_val[:n_ho])
+
+    # ---- set-up ---------------------------------------------------------------------------------
+    def _new_arm(self, spec: TrialSpec, init_state: dict[str, torch.Tensor]) -> _ArmState:
+        model = build_mlp(spec.model, seed=spec.seed, device=self.device)
+        model.load_state_dict(init_state)
+        optimizer = make_optimizer(spec.optimizer, model.parameters())
+        stream = BatchStream(self.data.x_train, self.data.y_train, spec.batch_size, seed=spec.seed)
+        tele_bs = spec.teleport.batch_size if spec.teleport else spec.batch_size
+        tele_stream = BatchStream(
+            self.data.x_train, self.data.y_train, min(tele_bs, len(self.data.x_train)), seed=spec.seed + 104729
+        )
+        total = total_steps_for(spec, stream.steps_per_epoch)
+        schedule: set[int] = set()
+        if spec.teleport is not None and spec.arm_kind != "baseline":
+            horizon = total if spec.budget.kind != "seconds" else 10**7
+            schedule = teleport_steps(spec.teleport.schedule, stream.steps_per_epoch, horizon)
+        return _ArmState(spec, model, optimizer, stream, tele_stream, Clock(self.device), schedule, total)
+
+    def _warm_up(self, template: nn.Sequential, spec: TrialSpec) -> None:
+        """A few throwaway steps on a copy, so allocator/kernel start-up costs hit no arm's clock."""
+        model = copy.deepcopy(template)
+        opt = make_optimizer(spec.optimizer, model.parameters())
+        stream = BatchStream(self.data.x_train, self.data.y_train, spec.batch_size, seed=spec.seed + 1)
+        for _ in range(WARMUP_STEPS):
+            optimizer_step(model, opt, self.loss_fn, *stream.next())
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    # ---- measurement (off the clock) ------------------------------------------------------------
+    def _evaluate(self, arm: _ArmState) -> bool:
+        """Append a history row; returns False when the arm diverged."""
+        clocks = arm.clock.read()  # synchronises on CUDA: a measurement boundary
+        with arm.clock.span("eval"):
+            train_loss, _ = evaluate(arm.model, *self.train_eval, self.data.task, arm.spec.eval_batch_size)
+            val_loss, val_acc = evaluate(arm.model, self.data.x_val, self.data.y_val, self.data.task, arm.spec.eval_batch_size)
+        arm.history.append(
+            {
+                "step": arm.step,
+                "epoch": arm.step / arm.stream.steps_per_epoch,
+                "train_clock_s": clocks.get("train", 0.0),
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+            }
+        )
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            arm.status, arm.message = "diverged", f"loss became {train_loss} at step {arm.step}"
+            return False
+        return True
+
+    def _held_out_loss(self, arm: _ArmState) -> float:
+        with arm.clock.span("eval"), torch.no_grad():
+            return float(self.loss_fn(arm.model(self.held_out[0]), self.held_out[1]))
+
+    # ---- training -------------------------------------------------------------------------------
+    def _teleport(self, arm: _ArmState) -> None:
+        from telebench.symmetry import teleport
+
+        spec, tp = arm.spec, arm.spec.teleport
+        assert tp is not None
+        if arm.spec.arm_kind == "reset-only":
+            with arm.clock.span("train"), arm.clock.span("teleport"):
+                arm.optimizer = apply_state_policy(arm.optimizer, tp.state_policy, spec.optimizer, list(arm.model.parameters()))
+            return
+        ho_before = self._held_out_loss(arm)  # off the clock: a measurement, not training work
+        with arm.clock.span("train"), arm.clock.span("teleport"):
+            xt, yt = arm.tele_stream.next()
+            record = teleport(
+                arm.model,
+                xt,
+                yt,
+                self.loss_fn,
+                mode="random" if spec.arm_kind == "random-teleport" else "optimize",
+                generator=self._generator(arm),
+                **tp.search_options(),
+            )
+            if record.accepted or tp.state_policy == "reset":
+                arm.optimizer = apply_state_policy(
+                    arm.optimizer, tp.state_policy, spec.optimizer, list(arm.model.parameters()), record.transforms
+                )
+        ho_after = self._held_out_loss(arm)
+        row = record.to_dict()
+        row.update(
+            step=arm.step,
+            held_out_loss_before=ho_before,
+            held_out_loss_after=ho_after,
+            held_out_relative_loss_change=abs(ho_after - ho_before) / max(abs(ho_before), 1e-12),
+        )
+        arm.teleports.append(row)
+
+    def _generator(self, arm: _ArmState) -> torch.Generator:
+        """Seeded per (seed, step): random teleports and objective draws repeat exactly on a rerun,
+        and every arm of a seed draws the same numbers at the same step."""
+        return torch.Generator(device=self.device).manual_seed(arm.spec.seed * 1_000_003 + arm.step)
+
+    def _train_step(self, arm: _ArmState) -> None:
+        if arm.step in arm.schedule:
+            self._teleport(arm)  # times itself: teleport work on the train and teleport clocks, checks off
+        with arm.clock.span("train"):
+            optimizer_step(arm.model, arm.optimizer, self.loss_fn, *arm.stream.next())
+        arm.step += 1
+
+    def _advance(self, arm: _ArmState, until_step: int) -> None:
+        """Train `arm` up to `until_step` (or its budget), then evaluate off the clock."""
+        t0 = time.perf_counter()
+        try:
+            while arm.step < min(until_step, arm.total_steps):
+                self._train_step(arm)
+            ok = self._evaluate(arm)
+        except Exception as exc:  # a crashing arm is recorded, its siblings go on
+            arm.status = "error"
+            arm.message = f"{type(exc).__name__}: {exc}"
+            arm.traceback = traceback.format_exc(limit=8)
+            ok = False
+        arm.wall_s += time.perf_counter() - t0
+        before = arm.fraction
+        if arm.spec.budget.kind == "seconds":
+            arm.fraction = min(1.0, arm.clock.total("train") / arm.spec.budget.value)
+        else:
+            arm.fraction = min(1.0, arm.step / max(1, arm.total_steps))
+        if not ok or arm.fraction >= 1.0:
+            arm.done = True
+            arm.fraction = 1.0
+        if self.progress is not None:
+            self.progress(arm.spec, arm.fraction - before)
+
+    def run(self) -> list[dict[str, Any]]:
+        first = self.specs[0]
+        template = build_mlp(first.model, seed=first.seed, device=self.device)
+        init_state = {k: v.detach().clone() for k, v in template.state_dict().items()}
+        self._warm_up(template, first)
+        arms = [self._new_arm(spec, init_state) for spec in self.specs]
+        for arm in arms:
+            t0 = time.perf_counter()
+            self._evaluate(arm)
+            arm.wall_s += time.perf_counter() - t0
+        chunk = 0
+        while not all(a.done for a in arms):
+            order = arms[chunk % len(arms):] + arms[: chunk % len(arms)]
+            for arm in order:
+                if not arm.done:
+                    self._advance(arm, arm.step + arm.spec.eval_every)
+            chunk += 1
+        return [self._finish(arm) for arm in arms]
+
+    # ---- the trial record ------------------------------------------------------------------------
+    def _finish(self, arm: _ArmState) -> dict[str, Any]:
+        spec = arm.spec
+        clocks = arm.clock.read()
+        train_s = clocks.get("train", 0.0)
+        tele_s = clocks.get("teleport", 0.0)
+        last = next((h for h in reversed(arm.history) if "train_loss" in h), {})
+        test_loss = test_acc = None
+        if arm.status == "ok" and self.data.x_test is not None:
+            test_loss, test_acc = evaluate(arm.model, self.data.x_test, self.data.y_test, self.data.task, spec.eval_batch_size)
+        return {
+            "id": spec.id,
+            "case": spec.case,
+            "arm": spec.arm,
+            "arm_kind": spec.arm_kind,
+            "optimizer": spec.optimizer_label,
+            "seed": spec.seed,
+            "device": spec.device,
+            "spec": spec.to_dict(),
+            "status": arm.status,
+            "message": arm.message,
+            "target": None,
+            "steps_to_target": None,
+            "time_to_target_s": None,
+            "train_clock_s": train_s,
+            "teleport_clock_s": tele_s,
+            "eval_clock_s": clocks.get("eval", 0.0),
+            "wall_s": arm.wall_s,
+            "steps": arm.step,
+            "epochs": arm.step / arm.stream.steps_per_epoch,
+            "teleport_overhead": (tele_s / train_s) if arm.schedule and train_s > 0 else None,
+            "final_train_loss": last.get("train_loss"),
+            "final_val_loss": last.get("val_loss"),
+            "final_val_accuracy": last.get("val_accuracy"),
+            "final_test_loss": test_loss,
+            "final_test_accuracy": test_acc,
+            "history": [h for h in arm.history if "train_loss" in h],
+            "teleports": arm.teleports,
+            "timing": {"shared_device": False, "compile_included": False, "warmup_steps": WARMUP_STEPS},
+            "traceback": arm.traceback or None,
+        }
+
+
+def run_pair(specs: list[TrialSpec], data_root: str | None, progress: ProgressFn | None = None) -> list[dict[str, Any]]:
+    """The pairs kind's `UnitRunner`: train the arms of one pair side by side and return their records."""
+    return PairRunner(specs, data_root=data_root, progress=progress).run()

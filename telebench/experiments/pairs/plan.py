@@ -1,0 +1,40 @@
+"""Expansion of a resolved suite into the ordered, hashable plan of trials."""
+
+from __future__ import annotations
+
+from telebench.experiments.pairs.load import teleport_settings
+from telebench.experiments.pairs.schema import (
+    Suite,
+)
+from telebench.experiments.pairs.spec import TrialSpec
+from telebench.training.specs import DatasetSpec, ModelSpec, OptimizerSpec, freeze
+
+
+def expand(suite: Suite) -> list[TrialSpec]:
+    """The plan, seed-major: for each case, optimizer, device and seed, all arms side by side.
+
+    The arms of one pair_key are adjacent, so an executor can run them interleaved.
+    """
+    plan: list[TrialSpec] = []
+    for case in suite.cases:
+        widths = case.model.widths
+        assert widths is not None
+        dataset = DatasetSpec(name=case.dataset.name, params=freeze(case.dataset.params))
+        model = ModelSpec(widths=tuple(widths), activation=case.model.activation,
+                          negative_slope=case.model.negative_slope, bias=case.model.bias)
+        for opt in case.optimizers:
+            optimizer = OptimizerSpec(name=opt.name, lr=opt.lr, kwargs=freeze(opt.kwargs))
+            for device in case.devices:
+                for seed in case.seeds:
+                    for arm in case.arms:
+                        teleport = None if arm.kind == "baseline" else teleport_settings(case, opt, arm).to_spec()
+                        plan.append(TrialSpec(
+                            suite=suite.name, case=case.name, arm=arm.name, arm_kind=str(arm.kind),
+                            dataset=dataset, model=model, optimizer=optimizer, optimizer_label=str(opt.label),
+                            teleport=teleport, device=device, seed=seed, batch_size=case.batch_size,
+                            budget=case.budget.to_spec(), eval_every=case.eval_every,
+                            target=case.target.to_spec(), eval_batch_size=case.eval_batch_size,
+                        ))
+    return plan
+
+

@@ -1,0 +1,129 @@
+"""Plain-data trial specifications: the contract between the suite loader and every executor.
+
+A TrialSpec holds only strings, numbers, booleans and tuples, so it is hashable, picklable
+and serialisable; its hash lets a rerun skip trials that already finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from telebench.training.specs import DatasetSpec, ModelSpec, OptimizerSpec, Params, thaw
+
+ARMS = ("baseline", "teleport", "reset-only", "random-teleport")
+STATE_POLICIES = ("reset", "keep", "transport")
+BUDGET_KINDS = ("steps", "epochs", "seconds")
+SCHEDULE_KINDS = ("at_steps", "at_epochs", "every", "first_minibatches")
+
+
+
+
+
+
+
+
+
+
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """When teleports happen. Steps count optimizer steps from 0; epochs count from 0."""
+
+    kind: str  # one of SCHEDULE_KINDS
+    steps: tuple[int, ...] = ()  # at_steps
+    epochs: tuple[int, ...] = ()  # at_epochs (teleport on the first minibatch of each), first_minibatches
+    every: int = 0  # every N steps (first at step `start`)
+    count: int = 0  # first_minibatches: how many minibatches of each listed epoch
+    start: int = 0  # every: first step
+
+
+@dataclass(frozen=True)
+class TeleportSpec:
+    group: str = "rescale"  # rescale, linear, gl-data
+    objective: str = "grad_norm"  # grad_norm, sharpness, curvature
+    direction: str = "increase"  # increase | decrease
+    steps: int = 10
+    lr: float = 1e-2
+    batch_size: int = 200
+    parametrization: str = "exp"  # exp | linear (I + T with exact inverse)
+    normalize_step: bool = False
+    cap: float | None = None
+    tolerance: float | None = None  # None: the group's default
+    state_policy: str = "reset"  # one of STATE_POLICIES
+    schedule: ScheduleSpec = field(default_factory=lambda: ScheduleSpec(kind="at_steps", steps=(0,)))
+    objective_params: Params = ()
+
+    def search_options(self) -> dict[str, Any]:
+        """The keyword arguments of `telebench.symmetry.teleport` that this spec fixes."""
+        return {
+            "group": self.group,
+            "objective": self.objective,
+            "direction": self.direction,
+            "steps": self.steps,
+            "lr": self.lr,
+            "parametrization": self.parametrization,
+            "normalize_step": self.normalize_step,
+            "cap": self.cap,
+            "tolerance": self.tolerance,
+            "objective_kwargs": thaw(self.objective_params) or None,
+        }
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    kind: str  # steps | epochs | seconds (training-clock seconds)
+    value: float
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """Absolute: `value` on `metric`. baseline-final: the value the baseline reaches at the end
+    of its budget (median over seeds), optionally relaxed by `slack` (relative)."""
+
+    metric: str = "train_loss"  # train_loss | val_loss | val_accuracy
+    kind: str = "baseline-final"  # absolute | baseline-final
+    value: float | None = None
+    slack: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    suite: str
+    case: str
+    arm: str  # arm label, unique within a case (e.g. "teleport-keep")
+    arm_kind: str  # one of ARMS: what the arm does
+    dataset: DatasetSpec
+    model: ModelSpec
+    optimizer: OptimizerSpec
+    optimizer_label: str  # unique label of the optimizer entry within its case (e.g. "adam" or "adam-lr1e-3")
+    teleport: TeleportSpec | None  # None for baseline; reset-only keeps it for its schedule and policy
+    device: str  # cpu | cuda | cuda:N
+    seed: int
+    batch_size: int
+    budget: BudgetSpec
+    eval_every: int  # steps between evaluations (off the clock)
+    target: TargetSpec
+    eval_batch_size: int = 1024
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def error_fields(self) -> dict[str, Any]:
+        """A record's own fields for this arm when it produced none (see telebench.execution.task.Unit)."""
+        return {"case": self.case, "arm": self.arm, "arm_kind": self.arm_kind, "optimizer": self.optimizer_label,
+                "seed": self.seed, "history": [], "teleports": []}
+
+    @property
+    def id(self) -> str:
+        """Stable content hash: a rerun with the same spec skips the trial."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def pair_key(self) -> tuple[str, str, str, int]:
+        """Arms sharing this key are paired: same initial weights, same batches, run interleaved."""
+        return (self.case, self.optimizer_label, self.device, self.seed)

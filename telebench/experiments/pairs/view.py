@@ -1,0 +1,93 @@
+"""What `telebench validate` and `telebench list` print: a one-line verdict, or the plan as a table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from telebench.experiments.pairs.estimate import estimate_seconds
+from telebench.experiments.pairs.schema import Suite
+from telebench.experiments.pairs.spec import BudgetSpec, ScheduleSpec, TeleportSpec, TrialSpec
+
+
+def describe_schedule(schedule: ScheduleSpec) -> str:
+    if schedule.kind == "at_steps":
+        return "steps " + ",".join(map(str, schedule.steps))
+    if schedule.kind == "at_epochs":
+        return "epochs " + ",".join(map(str, schedule.epochs))
+    if schedule.kind == "every":
+        return f"every {schedule.every} from {schedule.start}"
+    return f"{schedule.count} batches of epoch " + ",".join(map(str, schedule.epochs))
+
+
+def describe_budget(budget: BudgetSpec) -> str:
+    return f"{budget.value:g} s clock" if budget.kind == "seconds" else f"{budget.value:g} {budget.kind}"
+
+
+def describe_teleport(arm_kind: str, tp: TeleportSpec | None) -> str:
+    if tp is None:
+        return "—"
+    when = describe_schedule(tp.schedule)
+    if arm_kind == "reset-only":
+        return f"reset at {when}"
+    arrow = "↑" if tp.direction == "increase" else "↓"
+    what = "random element" if arm_kind == "random-teleport" else f"{tp.objective}{arrow} ×{tp.steps}"
+    return f"{tp.group} {what} at {when}, {tp.state_policy}"
+
+
+def describe_seconds(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _print_notes(suite: Suite, console: Console) -> None:
+    for note in suite.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+
+
+def render_validate(suite: Suite, plan: Sequence[TrialSpec], console: Console) -> None:
+    _print_notes(suite, console)
+    cases = len(suite.cases)
+    console.print(f"{escape(str(suite.source))}: [bold green]ok[/] — {cases} case{'s' * (cases != 1)}, {len(plan)} trials",
+                  highlight=False)
+
+
+def render_plan(suite: Suite, plan: Sequence[TrialSpec], console: Console) -> None:
+    """One row per case, optimizer, arm and device, seeds collapsed; columns equal in every row go to the title."""
+    _print_notes(suite, console)
+    groups: dict[tuple[str, str, str, str], list[TrialSpec]] = {}
+    for spec in plan:
+        groups.setdefault((spec.case, spec.optimizer_label, spec.arm, spec.device), []).append(spec)
+    rows = []
+    for (case, label, arm, device), specs in groups.items():
+        first = specs[0]
+        rows.append({
+            "case": case,
+            "optimizer": f"{label} {first.optimizer.lr:g}",
+            "arm": arm if arm == first.arm_kind else f"{arm} ({first.arm_kind})",
+            "device": device,
+            "seeds": ",".join(str(s.seed) for s in specs),
+            "budget": describe_budget(first.budget),
+            "teleport": describe_teleport(first.arm_kind, first.teleport),
+        })
+    shared = [c for c in ("device", "seeds", "budget") if rows and len({r[c] for r in rows}) == 1]
+    columns = [c for c in rows[0] if c not in shared] if rows else []
+    title = f"{suite.name}: {len(plan)} trials, rough time {describe_seconds(estimate_seconds(plan))} (±3×, one at a time)"
+    if shared:
+        title += "\nevery trial: " + ", ".join(f"{c} {rows[0][c]}" for c in shared)
+    table = Table(title=escape(title), title_justify="left", box=box.SIMPLE_HEAD)
+    for column in columns:
+        table.add_column(column, overflow="fold", ratio=3 if column == "teleport" else None)
+    for n, row in enumerate(rows):
+        new_case = n == 0 or rows[n - 1]["case"] != row["case"]
+        last_of_case = n == len(rows) - 1 or rows[n + 1]["case"] != row["case"]
+        cells = [row[c] if c != "case" or new_case else "" for c in columns]
+        table.add_row(*(escape(c) for c in cells), end_section=last_of_case)
+    console.print(table)
