@@ -83,7 +83,7 @@ def compare_command(
     """Compare two results files; exit 1 when a metric regressed beyond its limit, 2 on bad input."""
     from pathlib import Path
 
-    from telebench.analysis.compare.command import run_compare
+    from telebench.commands.compare import run_compare
 
     code = run_compare(
         Path(base),
@@ -373,8 +373,8 @@ def profile_command(
 
     from telebench.profile.command import SuiteSource, run_profile
     from telebench.profile.run import ProfileOptions
+    from telebench.profile.subject import SubjectOptions
     from telebench.profile.sweep import parse_sweeps
-    from telebench.profile.target import TargetOptions
 
     if suite is None and model is None:
         raise UserError("telebench profile needs a SUITE file or --model WIDTHS, e.g. --model 784-16-10-10.")
@@ -382,12 +382,12 @@ def profile_command(
         raise UserError("give either a SUITE file or --model, not both; a suite's cases name their models.")
     if suite is None and case is not None:
         raise UserError("--case picks a case of a SUITE; give the suite file too, or drop --case.")
-    source: SuiteSource | TargetOptions
+    source: SuiteSource | SubjectOptions
     if suite is not None:
         source = SuiteSource(suite, case, device)
     else:
         assert model is not None
-        source = TargetOptions(
+        source = SubjectOptions(
             model=model,
             activation=activation,
             group=group,

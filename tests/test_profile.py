@@ -22,8 +22,8 @@ from telebench.profile.breakdown import TELEPORT, UNATTRIBUTED, profile_teleport
 from telebench.profile.compiled import measure_compiled
 from telebench.profile.memory import phase_peaks
 from telebench.profile.run import ProfileOptions
+from telebench.profile.subject import SubjectOptions, check_subject, parse_widths, subject_from_options
 from telebench.profile.sweep import fit_exponent, parse_sweep, parse_sweeps, run_sweep
-from telebench.profile.target import TargetOptions, check_target, parse_widths, target_from_options
 from telebench.profile.workload import Workload, load_data
 from telebench.symmetry import phases
 
@@ -34,9 +34,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def workload(**options) -> Workload:
-    target = target_from_options(TargetOptions(**options))
-    check_target(target)
-    w = Workload.build(target, load_data(target))
+    subject = subject_from_options(SubjectOptions(**options))
+    check_subject(subject)
+    w = Workload.build(subject, load_data(subject))
     w.warm_up(1)
     return w
 
@@ -165,10 +165,10 @@ def test_fit_exponent_recovers_a_power_law():
 
 def test_training_step_of_a_linear_net_grows_between_linearly_and_cubically_with_width():
     """Width-dominated: the w×w layer's work grows like w², overhead and the thin layers pull it below."""
-    target = target_from_options(
-        TargetOptions(model="64-64-64-10", activation="identity", group="rescale", batch=1024)
+    subject = subject_from_options(
+        SubjectOptions(model="64-64-64-10", activation="identity", group="rescale", batch=1024)
     )
-    result = run_sweep(target, parse_sweep("width=64,128,256,512"), warmup=1, repeat=3)
+    result = run_sweep(subject, parse_sweep("width=64,128,256,512"), warmup=1, repeat=3)
     assert [p.value for p in result.points] == [64, 128, 256, 512]
     assert 1.0 <= result.fits["train_step"].exponent <= 3.0, [p.train_step_s for p in result.points]
 
@@ -282,12 +282,12 @@ def test_suite_case_profiles_its_teleport_arm(tmp_path):
     assert result.exit_code == 0, result.output
     case = json.loads((out / "profile.json").read_text())["cases"][0]
     assert case["name"] == "digits-relu"
-    assert case["target"]["teleport"]["group"] == "rescale" and case["target"]["model"]["widths"] == [
+    assert case["subject"]["teleport"]["group"] == "rescale" and case["subject"]["model"]["widths"] == [
         64,
         32,
         10,
     ]
-    assert case["target"]["train_batch"] == 32 and case["target"]["teleport"]["batch_size"] == 200
+    assert case["subject"]["train_batch"] == 32 and case["subject"]["teleport"]["batch_size"] == 200
 
 
 @pytest.mark.parametrize(

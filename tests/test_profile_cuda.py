@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from telebench.cli import app
 from telebench.profile.breakdown import profile_teleports
 from telebench.profile.memory import measure_memory
-from telebench.profile.target import TargetOptions, check_target, target_from_options
+from telebench.profile.subject import SubjectOptions, check_subject, subject_from_options
 from telebench.profile.timing import Stopwatch, measure
 from telebench.profile.workload import Workload, load_data
 from telebench.training.clock import CudaEventTimer
@@ -27,11 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def gl_data() -> Workload:
-    target = target_from_options(
-        TargetOptions(model="784-16-10-10", group="gl-data", batch=200, device="cuda")
+    subject = subject_from_options(
+        SubjectOptions(model="784-16-10-10", group="gl-data", batch=200, device="cuda")
     )
-    check_target(target)
-    w = Workload.build(target, load_data(target))
+    check_subject(subject)
+    w = Workload.build(subject, load_data(subject))
     w.warm_up(2)
     return w
 
@@ -80,6 +80,6 @@ def test_gpu_suite_case_on_cuda(tmp_path):
     doc = json.loads((out / "profile.json").read_text())
     env = doc["environment"]
     assert env["cuda_runtime"] == torch.version.cuda and isinstance(env["tf32_matmul"], bool)
-    assert doc["cases"][0]["target"]["device"].startswith("cuda")
+    assert doc["cases"][0]["subject"]["device"].startswith("cuda")
     trace = json.loads((out / "trace.json").read_text())
     assert any(e.get("cat") == "kernel" for e in trace["traceEvents"])

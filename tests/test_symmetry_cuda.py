@@ -11,7 +11,7 @@ from torch import nn
 
 from telebench.symmetry import check_model, get_group, get_objective, teleport
 from telebench.symmetry.problem import Problem
-from telebench.symmetry.search import Settings, search
+from telebench.symmetry.search import SearchOptions, search
 
 pytestmark = [
     pytest.mark.cuda,
@@ -50,7 +50,7 @@ def test_search_does_not_synchronise_with_the_host(group):
     arch = check_model(mlp(ACT[group]), grp)
     x = torch.randn(200, 784, device="cuda")
     problem = Problem(arch, x, torch.randint(0, 10, (200,), device="cuda"), F.cross_entropy)
-    settings = Settings(steps=10, lr=0.05)
+    settings = SearchOptions(steps=10, lr=0.05)
     search(problem, grp, obj, settings)  # warm-up: library handles, cached constants
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")

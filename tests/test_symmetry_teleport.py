@@ -285,12 +285,12 @@ def test_parameters_untouched_by_the_search_until_the_write():
     torch.manual_seed(11)
     model = mlp((8, 10, 9, 3), nn.LeakyReLU)
     x, y = torch.randn(50, 8, dtype=torch.float64), torch.randint(0, 3, (50,))
-    from telebench.symmetry.search import Settings, search
+    from telebench.symmetry.search import SearchOptions, search
 
     grp = get_group("gl-data")
     arch = check_model(model, grp)
     before = snapshot(model)
-    outcome = search(Problem(arch, x, y, F.cross_entropy), grp, get_objective("grad_norm"), Settings(lr=0.05))
+    outcome = search(Problem(arch, x, y, F.cross_entropy), grp, get_objective("grad_norm"), SearchOptions(lr=0.05))
     assert outcome.steps_taken == 10
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(before, flat(outcome.params), strict=True))

@@ -1,4 +1,4 @@
-"""`telebench profile`: check every input, profile each target, then write and print the report.
+"""`telebench profile`: check every input, profile each subject, then write and print the report.
 
 Outputs in the output folder: profile.md (tables and plots), profile.json (every figure, with the
 environment), trace.json (the Chrome trace of the profiled teleports, unless --no-trace) and a PNG per
@@ -21,15 +21,15 @@ from rich.markup import escape
 from telebench.experiments.pairs.run import prepare_out_dir
 from telebench.profile.env import profile_environment
 from telebench.profile.render import markdown, print_tables
-from telebench.profile.run import CaseProfile, ProfileOptions, profile_target
-from telebench.profile.sweep import point_target
-from telebench.profile.target import (
-    ProfileTarget,
-    TargetOptions,
-    check_target,
-    target_from_options,
-    targets_from_suite,
+from telebench.profile.run import CaseProfile, ProfileOptions, profile_subject
+from telebench.profile.subject import (
+    ProfileSubject,
+    SubjectOptions,
+    check_subject,
+    subject_from_options,
+    subjects_from_suite,
 )
+from telebench.profile.sweep import point_subject
 from telebench.results.store import atomic_write_text, dumps, now_iso
 
 SCHEMA = "telebench.profile/1"
@@ -48,30 +48,30 @@ def default_out_dir() -> Path:
     return Path("reports") / f"profile-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def resolve_targets(source: SuiteSource | TargetOptions, options: ProfileOptions) -> list[ProfileTarget]:
-    """The targets to profile, each checked together with every point of every sweep."""
+def resolve_subjects(source: SuiteSource | SubjectOptions, options: ProfileOptions) -> list[ProfileSubject]:
+    """The subjects to profile, each checked together with every point of every sweep."""
     batches = tuple(v for s in options.sweeps if s.axis == "batch" for v in s.values)
     if isinstance(source, SuiteSource):
-        targets = targets_from_suite(source.path, source.case, source.device)
+        subjects = subjects_from_suite(source.path, source.case, source.device)
     else:
-        targets = [target_from_options(source, largest_batch=max(batches, default=0))]
-    for target in targets:
-        check_target(target, batches=batches)
+        subjects = [subject_from_options(source, largest_batch=max(batches, default=0))]
+    for subject in subjects:
+        check_subject(subject, batches=batches)
         for sweep in options.sweeps:
             for value in sweep.values:
                 if sweep.axis != "batch":
-                    check_target(point_target(target, sweep.axis, value))
-    return targets
+                    check_subject(point_subject(subject, sweep.axis, value))
+    return subjects
 
 
 def run_profile(
-    source: SuiteSource | TargetOptions,
+    source: SuiteSource | SubjectOptions,
     options: ProfileOptions,
     out: Path | None = None,
     threads: int | None = None,
     console: Console | None = None,
 ) -> Path:
-    """Profile every target of ``source``; returns the output folder."""
+    """Profile every subject of ``source``; returns the output folder."""
     console = console or Console()
     if not torch.cuda.is_available():
         os.environ.setdefault(
@@ -79,23 +79,23 @@ def run_profile(
         )  # silences kineto's "no GPU" error line on CPU machines
     if threads is not None:
         torch.set_num_threads(threads)
-    targets = resolve_targets(source, options)
+    subjects = resolve_subjects(source, options)
     out_dir = out or default_out_dir()
     prepare_out_dir(out_dir)
     cases: list[CaseProfile] = []
-    for target in targets:
-        subdir = _slug(target.name) if len(targets) > 1 else ""
-        with console.status(f"profiling {escape(target.name)}") as status:
+    for subject in subjects:
+        subdir = _slug(subject.name) if len(subjects) > 1 else ""
+        with console.status(f"profiling {escape(subject.name)}") as status:
             cases.append(
-                profile_target(
-                    target,
+                profile_subject(
+                    subject,
                     options,
                     out_dir,
                     subdir,
-                    progress=lambda msg, name=target.name: status.update(f"{escape(name)}: {escape(msg)}"),
+                    progress=lambda msg, name=subject.name: status.update(f"{escape(name)}: {escape(msg)}"),
                 )
             )
-    device = torch.device("cuda" if any(t.device.startswith("cuda") for t in targets) else "cpu")
+    device = torch.device("cuda" if any(t.device.startswith("cuda") for t in subjects) else "cpu")
     env = profile_environment(device)
     atomic_write_text(out_dir / "profile.json", dumps(_document(env, options, cases), indent=2) + "\n")
     atomic_write_text(out_dir / "profile.md", markdown(env, options, cases))

@@ -63,7 +63,7 @@ def measure_compiled(workload: Workload, backend: str = "inductor", repeat: int 
             "train_step", workload, repeat, workload.train_step, lambda: _compiled_step(workload, backend)
         ),
     ]
-    objective = workload.target.teleport.objective
+    objective = workload.subject.teleport.objective
     if objective != "grad_norm":
         rows.append(
             CompileRow(
@@ -116,7 +116,7 @@ def _compiled_gradient(workload: Workload, backend: str) -> Callable[[], None]:
 def _compiled_step(workload: Workload, backend: str) -> Callable[[], None]:
     plain = copy.deepcopy(workload.train_model)
     model = torch.compile(plain, backend=backend)
-    optimizer = make_optimizer(workload.target.optimizer, plain.parameters())
+    optimizer = make_optimizer(workload.subject.optimizer, plain.parameters())
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)

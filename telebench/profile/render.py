@@ -74,8 +74,8 @@ def case_tables(case: CaseProfile, options: ProfileOptions) -> list[Table]:
 
 
 def _cost_table(case: CaseProfile, options: ProfileOptions) -> Table:
-    t, target, rec = case.timings, case.target, case.record
-    tp = target.teleport
+    t, subject, rec = case.timings, case.subject, case.record
+    tp = subject.teleport
     rows = [
         [
             "teleport",
@@ -93,7 +93,7 @@ def _cost_table(case: CaseProfile, options: ProfileOptions) -> Table:
             "training step",
             duration(t.train_step.median),
             duration(t.train_step.min),
-            f"forward+backward+{target.optimizer.name} step, batch {target.train_batch}",
+            f"forward+backward+{subject.optimizer.name} step, batch {subject.train_batch}",
         ],
         [
             "teleport in gradient evaluations",
@@ -128,14 +128,14 @@ def _cost_table(case: CaseProfile, options: ProfileOptions) -> Table:
         f"in {rec['steps_taken']} steps.",
     ]
     return Table(
-        f"Cost of one teleport — {case.target.name}", ["measure", "median", "fastest", "what"], rows, notes
+        f"Cost of one teleport — {case.subject.name}", ["measure", "median", "fastest", "what"], rows, notes
     )
 
 
 def _phase_table(case: CaseProfile) -> Table:
     b = case.breakdown
     assert b is not None
-    on_device = case.target.device.startswith("cuda")
+    on_device = case.subject.device.startswith("cuda")
     header = ["phase", "calls", "host time", "share"]
     if on_device:
         header += ["device time", "device share"]
@@ -288,8 +288,8 @@ def _sweep_table(case: CaseProfile, index: int) -> Table:
 # ---- output ----------------------------------------------------------------------------------------
 def print_tables(cases: Iterable[CaseProfile], options: ProfileOptions, console: Console) -> None:
     for case in cases:
-        console.rule(escape(case.target.name))
-        console.print(escape(case.target.description), highlight=False)
+        console.rule(escape(case.subject.name))
+        console.print(escape(case.subject.description), highlight=False)
         for table in case_tables(case, options):
             rich = RichTable(title=escape(table.title), title_justify="left")
             for i, head in enumerate(table.header):
@@ -322,7 +322,7 @@ def markdown(env: dict[str, Any], options: ProfileOptions, cases: list[CaseProfi
         "",
     ]
     for case in cases:
-        lines += [f"## {case.target.name}", "", case.target.description, ""]
+        lines += [f"## {case.subject.name}", "", case.subject.description, ""]
         if case.trace:
             lines += [
                 f"Chrome trace: [`{case.trace}`]({case.trace}) (open in https://ui.perfetto.dev or "

@@ -1,4 +1,4 @@
-"""Profile one target from start to end: warm up, time, profile, measure memory, compile, sweep.
+"""Profile one subject from start to end: warm up, time, profile, measure memory, compile, sweep.
 
 The order matters: the plain timings come first, on a warmed-up workload and with no profiler
 attached, so the headline numbers carry no profiling overhead; the profiled teleports come next, and
@@ -17,8 +17,8 @@ from telebench.profile.breakdown import Breakdown, profile_teleports
 from telebench.profile.compiled import CompileRow, measure_compiled
 from telebench.profile.memory import MemoryReport, measure_memory
 from telebench.profile.plot import plot_sweep
+from telebench.profile.subject import ProfileSubject
 from telebench.profile.sweep import Sweep, SweepResult, run_sweep
-from telebench.profile.target import ProfileTarget
 from telebench.profile.timing import Samples, Timings, measure
 from telebench.profile.workload import Workload, load_data
 
@@ -39,9 +39,9 @@ class ProfileOptions:
 
 @dataclass
 class CaseProfile:
-    """Everything measured for one target. Times are seconds per call."""
+    """Everything measured for one subject. Times are seconds per call."""
 
-    target: ProfileTarget
+    subject: ProfileSubject
     timings: Timings
     record: dict[str, Any]  # the last plain teleport's TeleportRecord, as numbers
     memory: MemoryReport
@@ -77,9 +77,9 @@ class CaseProfile:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.target.name,
-            "description": self.target.description,
-            "target": asdict(self.target),
+            "name": self.subject.name,
+            "description": self.subject.description,
+            "subject": asdict(self.subject),
             "figures": self.figures(),
             "timings": asdict(self.timings),
             "teleport_record": self.record,
@@ -100,14 +100,14 @@ def _stats(samples: Samples) -> dict[str, Any]:
     }
 
 
-def profile_target(
-    target: ProfileTarget,
+def profile_subject(
+    subject: ProfileSubject,
     options: ProfileOptions,
     out_dir: Path,
     subdir: str = "",
     progress: Progress | None = None,
 ) -> CaseProfile:
-    """Measure ``target``; writes the trace and sweep plots into ``out_dir / subdir`` and records their
+    """Measure ``subject``; writes the trace and sweep plots into ``out_dir / subdir`` and records their
     names relative to ``out_dir``."""
     say = progress or (lambda _: None)
 
@@ -115,8 +115,8 @@ def profile_target(
         return f"{subdir}/{file}" if subdir else file
 
     say("loading data")
-    data = load_data(target, options.data_root)
-    workload = Workload.build(target, data)
+    data = load_data(subject, options.data_root)
+    workload = Workload.build(subject, data)
     say("warming up")
     workload.warm_up(options.warmup)
     say("timing teleports, gradient evaluations and training steps")
@@ -137,8 +137,8 @@ def profile_target(
     sweeps = []
     for sweep in options.sweeps:
         say(f"sweeping {sweep.spec}")
-        result = run_sweep(target, sweep, options.warmup, options.repeat, data)
+        result = run_sweep(subject, sweep, options.warmup, options.repeat, data)
         result.plot = name(f"sweep-{sweep.axis}.png")
-        plot_sweep(result, out_dir / result.plot, f"{target.name}: {sweep.axis} sweep")
+        plot_sweep(result, out_dir / result.plot, f"{subject.name}: {sweep.axis} sweep")
         sweeps.append(result)
-    return CaseProfile(target, timings, record, memory, breakdown, compiled, sweeps, trace)
+    return CaseProfile(subject, timings, record, memory, breakdown, compiled, sweeps, trace)

@@ -1,6 +1,6 @@
 """How a teleport's cost grows: time it along one axis and fit the growth exponent on a log-log scale.
 
-Axes change one thing about the target:
+Axes change one thing about the subject:
 
 * ``width=16,64,...``: every hidden layer gets that width (input and output stay);
 * ``depth=1,2,...``: that many hidden layers, each as wide as the model's first hidden layer;
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from telebench.errors import UserError
-from telebench.profile.target import ProfileTarget, with_batch, with_model
+from telebench.profile.subject import ProfileSubject, with_batch, with_model
 from telebench.profile.timing import measure
 from telebench.profile.workload import Workload, load_data
 from telebench.training.data import DatasetBundle
@@ -102,15 +102,15 @@ def parse_sweeps(texts: list[str]) -> list[Sweep]:
     return sweeps
 
 
-def point_target(target: ProfileTarget, axis: str, value: int) -> ProfileTarget:
-    widths = target.model.widths
+def point_subject(subject: ProfileSubject, axis: str, value: int) -> ProfileSubject:
+    widths = subject.model.widths
     if axis == "width":
-        return with_model(target, (widths[0], *[value] * (len(widths) - 2), widths[-1]))
+        return with_model(subject, (widths[0], *[value] * (len(widths) - 2), widths[-1]))
     if axis == "depth":
         hidden = widths[1] if len(widths) > 2 else widths[-1]
-        return with_model(target, (widths[0], *[hidden] * value, widths[-1]))
+        return with_model(subject, (widths[0], *[hidden] * value, widths[-1]))
     if axis == "batch":
-        return with_batch(target, value)
+        return with_batch(subject, value)
     raise ValueError(f"unknown sweep axis {axis!r}")
 
 
@@ -125,18 +125,18 @@ def fit_exponent(xs: list[float], ys: list[float]) -> Fit:
 
 
 def run_sweep(
-    target: ProfileTarget,
+    subject: ProfileSubject,
     sweep: Sweep,
     warmup: int,
     repeat: int,
     data: DatasetBundle | None = None,
     data_root: str | None = None,
 ) -> SweepResult:
-    """Time the target at every point of ``sweep`` (the fastest of ``repeat`` samples) and fit each curve."""
-    bundle = data if data is not None else load_data(target, data_root)
+    """Time the subject at every point of ``sweep`` (the fastest of ``repeat`` samples) and fit each curve."""
+    bundle = data if data is not None else load_data(subject, data_root)
     points = []
     for value in sweep.values:
-        workload = Workload.build(point_target(target, sweep.axis, value), bundle)
+        workload = Workload.build(point_subject(subject, sweep.axis, value), bundle)
         workload.warm_up(warmup)
         timings = measure(workload, repeat)
         points.append(SweepPoint(value, timings.teleport.min, timings.gradient.min, timings.train_step.min))

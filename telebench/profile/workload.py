@@ -2,7 +2,7 @@
 
 The three operations are what a teleport is weighed against (DESIGN.md §3, "Cost"):
 
-* ``teleport()``: one teleport with the target's settings, always from the same starting weights
+* ``teleport()``: one teleport with the subject's settings, always from the same starting weights
   (``restore()`` puts them back, outside any timed span), so every measured teleport does the same work;
 * ``gradient()``: one forward and backward pass on the teleport batch, the unit of "gradient evaluations";
 * ``train_step()``: one forward, backward and optimizer step on a training batch, on a separate copy of
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from telebench.profile.target import ProfileTarget
+from telebench.profile.subject import ProfileSubject
 from telebench.symmetry import TeleportRecord, teleport
 from telebench.training.data import BatchStream, DatasetBundle, load_dataset, loss_fn_for
 from telebench.training.devices import resolve_device
@@ -29,9 +29,9 @@ from telebench.training.step import optimizer_step
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
-def load_data(target: ProfileTarget, data_root: str | None = None) -> DatasetBundle:
-    """The target's dataset, on its device (whole tensors: batches are slices, as in the training loop)."""
-    return load_dataset(target.dataset, data_root).to(resolve_device(target.device))
+def load_data(subject: ProfileSubject, data_root: str | None = None) -> DatasetBundle:
+    """The subject's dataset, on its device (whole tensors: batches are slices, as in the training loop)."""
+    return load_dataset(subject.dataset, data_root).to(resolve_device(subject.device))
 
 
 def synchronize(device: torch.device) -> None:
@@ -41,7 +41,7 @@ def synchronize(device: torch.device) -> None:
 
 @dataclass
 class Workload:
-    target: ProfileTarget
+    subject: ProfileSubject
     device: torch.device
     model: nn.Sequential
     inputs: Tensor  # the teleport batch, also the gradient-evaluation batch
@@ -55,16 +55,16 @@ class Workload:
     last_record: TeleportRecord | None = None
 
     @classmethod
-    def build(cls, target: ProfileTarget, data: DatasetBundle) -> Workload:
+    def build(cls, subject: ProfileSubject, data: DatasetBundle) -> Workload:
         """Seeded model and batches: the first teleport batch and the first training batch a trial of this
         seed would draw from the training split."""
-        device = resolve_device(target.device)
-        model = build_mlp(target.model, seed=target.seed, device=device)
-        x, y = BatchStream(data.x_train, data.y_train, target.teleport.batch_size, seed=target.seed).next()
-        xt, yt = BatchStream(data.x_train, data.y_train, target.train_batch, seed=target.seed + 1).next()
+        device = resolve_device(subject.device)
+        model = build_mlp(subject.model, seed=subject.seed, device=device)
+        x, y = BatchStream(data.x_train, data.y_train, subject.teleport.batch_size, seed=subject.seed).next()
+        xt, yt = BatchStream(data.x_train, data.y_train, subject.train_batch, seed=subject.seed + 1).next()
         train_model = copy.deepcopy(model)
         return cls(
-            target=target,
+            subject=subject,
             device=device,
             model=model,
             inputs=x,
@@ -73,7 +73,7 @@ class Workload:
             train_labels=yt,
             loss_fn=loss_fn_for(data.task),
             train_model=train_model,
-            optimizer=make_optimizer(target.optimizer, train_model.parameters()),
+            optimizer=make_optimizer(subject.optimizer, train_model.parameters()),
             start=[p.detach().clone() for p in model.parameters()],
         )
 
@@ -85,7 +85,7 @@ class Workload:
 
     def teleport(self) -> TeleportRecord:
         self.last_record = teleport(
-            self.model, self.inputs, self.labels, self.loss_fn, **self.target.teleport.search_options()
+            self.model, self.inputs, self.labels, self.loss_fn, **self.subject.teleport.search_options()
         )
         return self.last_record
 

@@ -28,7 +28,7 @@ from telebench.symmetry.objectives.grad_norm import GradNorm
 from telebench.symmetry.objectives.registry import OBJECTIVES, get_objective
 from telebench.symmetry.objectives.sharpness import Sharpness
 from telebench.symmetry.problem import Problem
-from telebench.symmetry.search import Settings, search
+from telebench.symmetry.search import SearchOptions, search
 from telebench.symmetry.teleport import LayerTransform, TeleportRecord, teleport
 
 __all__ = [
@@ -46,7 +46,7 @@ __all__ = [
     "Objective",
     "Problem",
     "RescaleGroup",
-    "Settings",
+    "SearchOptions",
     "Sharpness",
     "SymmetryError",
     "TeleportRecord",

@@ -29,7 +29,7 @@ from telebench.symmetry.problem import Forward, Problem
 
 
 @dataclass(frozen=True)
-class Settings:
+class SearchOptions:
     """How to search: the knobs of :func:`telebench.symmetry.teleport` that shape the K steps."""
 
     steps: int = 10
@@ -58,7 +58,7 @@ def norm(element: Element) -> Tensor:
     return torch.linalg.vector_norm(torch.cat([t.reshape(-1) for t in element]))
 
 
-def _step(grad: Element, settings: Settings) -> Element:
+def _step(grad: Element, settings: SearchOptions) -> Element:
     """±lr·∇, or ±lr·∇/‖∇‖ with ``normalize_step``."""
     scale: float | Tensor = settings.lr if settings.direction == "increase" else -settings.lr
     if settings.normalize_step:
@@ -67,7 +67,7 @@ def _step(grad: Element, settings: Settings) -> Element:
     return [scale * d for d in grad]
 
 
-def _capped(value: Tensor, settings: Settings) -> bool:
+def _capped(value: Tensor, settings: SearchOptions) -> bool:
     """Whether the objective already reached the cap: the only host read in the loop."""
     if settings.cap is None:
         return False
@@ -75,7 +75,7 @@ def _capped(value: Tensor, settings: Settings) -> bool:
     return v >= settings.cap if settings.direction == "increase" else v <= settings.cap
 
 
-def search(problem: Problem, group: Group, objective: Objective, settings: Settings) -> Outcome:
+def search(problem: Problem, group: Group, objective: Objective, settings: SearchOptions) -> Outcome:
     """Run the K-step search from the model's current weights (which it does not modify)."""
     _ = problem.head  # choose the loss head now: it may read the targets once, before the loop
     if isinstance(group, ExactGroup) and objective.gradient_only:
@@ -83,7 +83,7 @@ def search(problem: Problem, group: Group, objective: Objective, settings: Setti
     return _generic(problem, group, objective, settings)
 
 
-def _covariant(problem: Problem, group: ExactGroup, objective: Objective, settings: Settings) -> Outcome:
+def _covariant(problem: Problem, group: ExactGroup, objective: Objective, settings: SearchOptions) -> Outcome:
     arch = problem.arch
     params = arch.params()
     like = params[0][0]
@@ -115,7 +115,7 @@ def _covariant(problem: Problem, group: ExactGroup, objective: Objective, settin
     return Outcome(moved, lefts, rights, total, taken, loss, before)
 
 
-def _generic(problem: Problem, group: Group, objective: Objective, settings: Settings) -> Outcome:
+def _generic(problem: Problem, group: Group, objective: Objective, settings: SearchOptions) -> Outcome:
     arch = problem.arch
     params = arch.params()
     like = params[0][0]
@@ -153,7 +153,7 @@ def _generic(problem: Problem, group: Group, objective: Objective, settings: Set
 
 
 def random_element(
-    problem: Problem, group: Group, objective: Objective, settings: Settings,
+    problem: Problem, group: Group, objective: Objective, settings: SearchOptions,
     scale: float | None, generator: torch.Generator | None,
 ) -> Outcome:
     """The control arm: one group element along an isotropic random Lie-algebra direction, with the

@@ -22,7 +22,7 @@ from telebench.symmetry.groups import PARAMETRIZATIONS, Group, check_model, get_
 from telebench.symmetry.objectives.base import Objective
 from telebench.symmetry.objectives.registry import get_objective
 from telebench.symmetry.problem import LossFn, Problem
-from telebench.symmetry.search import Settings, norm, random_element, search
+from telebench.symmetry.search import SearchOptions, norm, random_element, search
 
 DIRECTIONS = ("increase", "decrease")
 MODES = ("optimize", "random")
@@ -85,7 +85,7 @@ class TeleportRecord:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "transforms"}
 
 
-def _validate(settings: Settings, mode: str) -> None:
+def _validate(settings: SearchOptions, mode: str) -> None:
     if settings.direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {settings.direction!r}.")
     if mode not in MODES:
@@ -175,7 +175,7 @@ def teleport(
     there, before and after, off the clock. Raises SymmetryError if the group cannot act on the
     model, ValueError for a bad option.
     """
-    settings = Settings(steps, lr, direction, normalize_step, cap, parametrization)
+    settings = SearchOptions(steps, lr, direction, normalize_step, cap, parametrization)
     _validate(settings, mode)
     grp = get_group(group)
     arch = check_model(model, grp)

@@ -16,11 +16,11 @@ from typing import Any
 import torch
 
 from telebench.errors import UserError
-from telebench.experiments.pairs.spec import STATE_POLICIES
 from telebench.training.specs import OptimizerSpec, thaw
 from telebench.training.transport import GroupElement, transport_state
 
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam")
+STATE_POLICIES = ("reset", "keep", "transport")  # what a teleport does to the optimizer state
 
 _CLASSES: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,

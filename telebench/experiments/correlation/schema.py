@@ -57,7 +57,7 @@ class CurvatureMetric(Strict):
 Metric = Annotated[SharpnessMetric | CurvatureMetric, Field(discriminator="metric")]
 
 
-class OptimizerSettings(Strict):
+class StudyOptimizerConfig(Strict):
     name: str
     lr: PosFloat
     kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -79,10 +79,10 @@ class Budget(Strict):
         return self
 
 
-class CaseSettings(Strict):
+class StudyCaseConfig(Strict):
     dataset: DatasetConfig | None = None
     model: ModelConfig | None = None
-    optimizer: OptimizerSettings | None = None
+    optimizer: StudyOptimizerConfig | None = None
     networks: PosInt = 30
     seed_start: NonNegInt = 0
     batch_size: PosInt = 20
@@ -91,7 +91,7 @@ class CaseSettings(Strict):
     metrics: dict[str, Metric] | None = Field(default=None, min_length=1)
 
 
-class CaseInput(CaseSettings):
+class CaseInput(StudyCaseConfig):
     name: str = Field(min_length=1)
 
 
@@ -99,7 +99,7 @@ class StudyFile(Strict):
     kind: Literal["correlation"] = "correlation"
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = ""
-    defaults: CaseSettings = Field(default_factory=CaseSettings)
+    defaults: StudyCaseConfig = Field(default_factory=StudyCaseConfig)
     cases: list[CaseInput] = Field(min_length=1)
 
 
@@ -174,7 +174,7 @@ def _fail(source: str, path: str, problem: str) -> UserError:
     return UserError(f"{source}: {path}: {problem}.")
 
 
-def _merge(defaults: CaseSettings, case: CaseInput) -> dict[str, Any]:
+def _merge(defaults: StudyCaseConfig, case: CaseInput) -> dict[str, Any]:
     merged = {**defaults.given(), **{k: v for k, v in case.given().items() if k != "name"}}
     if defaults.model is not None and case.model is not None:
         merged["model"] = ModelConfig(**{**defaults.model.given(), **case.model.given()})
@@ -186,7 +186,7 @@ def _where(key: str, case: CaseInput, index: int) -> str:
     return f"cases[{index}].{key}" if key in case.model_fields_set else f"defaults.{key}"
 
 
-def _resolve(source: str, defaults: CaseSettings, case: CaseInput, index: int, networks: int | None) -> StudyCase:
+def _resolve(source: str, defaults: StudyCaseConfig, case: CaseInput, index: int, networks: int | None) -> StudyCase:
     merged = _merge(defaults, case)
     for key in ("dataset", "model", "optimizer", "budget", "metrics"):
         if merged.get(key) is None:

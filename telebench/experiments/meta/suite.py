@@ -47,7 +47,7 @@ def _choice(kind: str, value: str, allowed: tuple[str, ...]) -> str:
     raise ValueError(f"unknown {kind} {value!r}; {hint}allowed: {', '.join(allowed)}")
 
 
-class TaskConfig(_Strict):
+class MetaTaskConfig(_Strict):
     widths: list[PosInt] = Field(default_factory=lambda: [20, 20, 20], min_length=3)
     activation: str = "leaky_relu"
     negative_slope: float = 0.1
@@ -65,7 +65,7 @@ class TaskConfig(_Strict):
                         samples=self.samples, heldout=self.heldout, init=self.init, dtype=self.dtype)
 
 
-class TeleportConfig(_Strict):
+class MetaTeleportConfig(_Strict):
     group: str = "gl-data"
     parametrization: Literal["exp", "linear"] = "exp"
     magnitude: PosFloat = 0.01  # ‖T‖_F of every applied element, as in the paper
@@ -118,14 +118,14 @@ class MetaTrainConfig(_Strict):
                              lr_update=self.lr_update, lr_teleport=self.lr_teleport, loss=self.loss)
 
 
-class TestConfig(_Strict):
+class MetaTestConfig(_Strict):
     seeds: list[NonNegInt] = Field(default_factory=lambda: [100000, 100001, 100002, 100003, 100004], min_length=1)
     steps: PosInt = 100
 
     _distinct = field_validator("seeds")(lambda cls, v: distinct_seeds(v))
 
 
-class ArmConfig(_Strict):
+class MetaArmConfig(_Strict):
     name: str = Field(min_length=1)
     update: str
     teleport: bool = False
@@ -134,7 +134,7 @@ class ArmConfig(_Strict):
     _update = field_validator("update")(lambda cls, v: _choice("update", v, UPDATES))
 
     @model_validator(mode="after")
-    def _consistent(self) -> ArmConfig:
+    def _consistent(self) -> MetaArmConfig:
         if self.update == "learned_lr" and not self.teleport:
             raise ValueError("update 'learned_lr' takes its step size from the teleport LSTM, as in the paper, "
                              "so it needs teleport: true; use update: gd for a fixed step size")
@@ -151,12 +151,12 @@ class MetaCase(_Strict):
     """A case with defaults merged in: every setting is concrete."""
 
     name: str = Field(min_length=1)
-    task: TaskConfig = Field(default_factory=TaskConfig)
-    teleport: TeleportConfig = Field(default_factory=TeleportConfig)
+    task: MetaTaskConfig = Field(default_factory=MetaTaskConfig)
+    teleport: MetaTeleportConfig = Field(default_factory=MetaTeleportConfig)
     lstm: LSTMConfig = Field(default_factory=LSTMConfig)
     meta_train: MetaTrainConfig = Field(default_factory=MetaTrainConfig)
-    test: TestConfig = Field(default_factory=TestConfig)
-    arms: list[ArmConfig] = Field(min_length=1)
+    test: MetaTestConfig = Field(default_factory=MetaTestConfig)
+    arms: list[MetaArmConfig] = Field(min_length=1)
 
 
 class MetaSuiteFile(_Strict):

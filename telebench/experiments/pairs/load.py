@@ -26,12 +26,12 @@ from telebench.experiments.pairs.schema import (
     ArmConfig,
     BudgetConfig,
     Case,
+    CaseConfig,
     CaseInput,
-    CaseSettings,
     OptimizerConfig,
     Suite,
     SuiteFile,
-    TeleportSettings,
+    TeleportConfig,
 )
 from telebench.experiments.pairs.spec import ARMS
 
@@ -109,18 +109,18 @@ class _Origin:
         return f"teleport.{name} (default)"
 
 
-def _merge(defaults: CaseSettings, case: CaseInput) -> dict[str, Any]:
+def _merge(defaults: CaseConfig, case: CaseInput) -> dict[str, Any]:
     """defaults ← case; `model` and `teleport` merge key by key, every other key is replaced whole."""
-    merged = {**{k: getattr(defaults, k) for k in CaseSettings.model_fields}, **case.given()}
+    merged = {**{k: getattr(defaults, k) for k in CaseConfig.model_fields}, **case.given()}
     if defaults.model is not None and case.model is not None:
         merged["model"] = ModelConfig(**{**defaults.model.given(), **case.model.given()})
-    merged["teleport"] = TeleportSettings(**{**defaults.teleport.given(), **case.teleport.given()})
+    merged["teleport"] = TeleportConfig(**{**defaults.teleport.given(), **case.teleport.given()})
     return merged
 
 
-def teleport_settings(case: Case, optimizer: OptimizerConfig, arm: ArmConfig) -> TeleportSettings:
+def teleport_settings(case: Case, optimizer: OptimizerConfig, arm: ArmConfig) -> TeleportConfig:
     """The settings one trial teleports with: case ← optimizer ← arm (the case already holds defaults)."""
-    return TeleportSettings(**{**case.teleport.given(), **optimizer.teleport.given(), **arm.teleport.given()})
+    return TeleportConfig(**{**case.teleport.given(), **optimizer.teleport.given(), **arm.teleport.given()})
 
 
 def _apply_overrides(merged: dict[str, Any], ov: Overrides, origin: _Origin) -> None:
@@ -200,7 +200,7 @@ def _check_arms(source: str, case: Case, origin: _Origin) -> None:
         seen[arm.name] = k
 
 
-def _check_objective_params(source: str, tp: TeleportSettings, key: str) -> None:
+def _check_objective_params(source: str, tp: TeleportConfig, key: str) -> None:
     """Build the objective once, so a bad option stops the suite here, not at a trial's first teleport."""
     try:
         from telebench.symmetry import get_objective
@@ -398,7 +398,7 @@ def _load_meta(path: Path, raw: dict[str, Any], ov: Overrides) -> Suite:
     from telebench.experiments.meta.suite import load_meta_suite
 
     meta = load_meta_suite(path, raw, ov)
-    return Suite(name=meta.name, description=meta.description, defaults=CaseSettings(), cases=[], executor="local",
+    return Suite(name=meta.name, description=meta.description, defaults=CaseConfig(), cases=[], executor="local",
                  source=path, notes=meta.notes, kind="meta", meta=meta)
 
 

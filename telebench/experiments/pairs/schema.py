@@ -73,7 +73,7 @@ class ScheduleConfig(Strict):
         return ScheduleSpec(kind="first_minibatches", count=self.first_minibatches, epochs=epochs)
 
 
-class TeleportSettings(Strict):
+class TeleportConfig(Strict):
     """Teleport settings; any level (defaults, case, optimizer, arm) may set any subset of them."""
 
     group: str = "rescale"
@@ -118,7 +118,7 @@ class OptimizerConfig(Strict):
     lr: PosFloat
     label: str | None = Field(default=None, min_length=1)
     kwargs: dict[str, Any] = Field(default_factory=dict)
-    teleport: TeleportSettings = Field(default_factory=TeleportSettings)
+    teleport: TeleportConfig = Field(default_factory=TeleportConfig)
 
     @field_validator("name")
     @classmethod
@@ -131,7 +131,7 @@ class ArmConfig(Strict):
 
     name: str = Field(min_length=1)
     kind: str | None = None
-    teleport: TeleportSettings = Field(default_factory=TeleportSettings)
+    teleport: TeleportConfig = Field(default_factory=TeleportConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -202,7 +202,7 @@ class TargetConfig(Strict):
         return TargetSpec(metric=self.metric, kind="baseline-final", value=None, slack=float(self.slack))
 
 
-class CaseSettings(Strict):
+class CaseConfig(Strict):
     """Everything a case may set; `defaults` holds the same keys. None means: must come from the other."""
 
     dataset: DatasetConfig | None = None
@@ -217,7 +217,7 @@ class CaseSettings(Strict):
     target: TargetConfig = Field(default_factory=lambda: TargetConfig(baseline_final=True))
     arms: list[ArmConfig] = Field(default_factory=lambda: [ArmConfig(name="baseline"), ArmConfig(name="teleport")],
                                   min_length=1)
-    teleport: TeleportSettings = Field(default_factory=TeleportSettings)
+    teleport: TeleportConfig = Field(default_factory=TeleportConfig)
 
     @field_validator("devices")
     @classmethod
@@ -230,7 +230,7 @@ class CaseSettings(Strict):
     _seeds = field_validator("seeds")(lambda cls, v: distinct_seeds(v))
 
 
-class CaseInput(CaseSettings):
+class CaseInput(CaseConfig):
     name: str = Field(min_length=1)
 
 
@@ -239,7 +239,7 @@ class SuiteFile(Strict):
 
     name: str
     description: str = ""
-    defaults: CaseSettings = Field(default_factory=CaseSettings)
+    defaults: CaseConfig = Field(default_factory=CaseConfig)
     cases: list[CaseInput] = Field(min_length=1)
     executor: str = "local"
     kind: Literal["train"] = "train"  # `kind: meta` suites are dispatched to telebench.experiments.meta before this model
@@ -272,7 +272,7 @@ class Case(Strict):
     eval_every: int
     target: TargetConfig
     arms: list[ArmConfig]
-    teleport: TeleportSettings  # defaults.teleport ← case.teleport; optimizers and arms refine it
+    teleport: TeleportConfig  # defaults.teleport ← case.teleport; optimizers and arms refine it
 
 
 class Suite(BaseModel):
@@ -282,7 +282,7 @@ class Suite(BaseModel):
 
     name: str
     description: str
-    defaults: CaseSettings
+    defaults: CaseConfig
     cases: list[Case]
     executor: str
     source: Path

@@ -14,7 +14,6 @@ from typing import Any
 from telebench.training.specs import DatasetSpec, ModelSpec, OptimizerSpec, Params, thaw
 
 ARMS = ("baseline", "teleport", "reset-only", "random-teleport")
-STATE_POLICIES = ("reset", "keep", "transport")
 BUDGET_KINDS = ("steps", "epochs", "seconds")
 SCHEDULE_KINDS = ("at_steps", "at_epochs", "every", "first_minibatches")
 

@@ -1,6 +1,6 @@
 """What `telebench profile` measures: one model, one real batch and one teleport setting, as plain data.
 
-A target comes from a suite case (the settings of its teleport arm, its model, dataset, optimizer and
+A subject comes from a suite case (the settings of its teleport arm, its model, dataset, optimizer and
 batch size) or from command-line options. Every check that can fail on the user's input happens
 here, before any timing starts, and fails with one sentence naming the option or key and the fix.
 """
@@ -24,7 +24,7 @@ SYNTHETIC_MIN_TRAIN = 2048  # synthetic data sets made for a profile hold at lea
 
 
 @dataclass(frozen=True)
-class ProfileTarget:
+class ProfileSubject:
     """One thing to profile: a model, the dataset its batches come from, a teleport setting, and the
     optimizer and batch size of the training step a teleport is weighed against."""
 
@@ -78,7 +78,7 @@ def _unknown(option: str, value: str, allowed: list[str]) -> UserError:
     return UserError(f"{option} {value!r} is unknown; {hint}choose one of {', '.join(allowed)}.")
 
 
-def check_target(target: ProfileTarget, *, batches: tuple[int, ...] = ()) -> None:
+def check_subject(subject: ProfileSubject, *, batches: tuple[int, ...] = ()) -> None:
     """Fail early, in one sentence, on a group, objective, activation, dataset or batch that cannot work.
 
     ``batches`` are further batch sizes a sweep will use; each must fit the training split too.
@@ -88,30 +88,30 @@ def check_target(target: ProfileTarget, *, batches: tuple[int, ...] = ()) -> Non
     from telebench.training.models import build_mlp
     from telebench.training.optimizers import optimizer_kwargs_allowed
 
-    tp = target.teleport
+    tp = subject.teleport
     if tp.group not in GROUPS:
         raise _unknown("--group", tp.group, list(GROUPS))
     if tp.objective not in OBJECTIVES:
         raise _unknown("--objective", tp.objective, list(OBJECTIVES))
-    optimizer_kwargs_allowed(target.optimizer.name)  # a UserError naming the choices for an unknown optimizer
-    model = build_mlp(target.model, seed=0)  # raises a UserError for a bad activation or widths
+    optimizer_kwargs_allowed(subject.optimizer.name)  # a UserError naming the choices for an unknown optimizer
+    model = build_mlp(subject.model, seed=0)  # raises a UserError for a bad activation or widths
     try:
         check_model(model, tp.group)
     except SymmetryError as exc:
         raise UserError(f"--group {tp.group}: {str(exc).rstrip('.')}.") from None
-    n_features, n_outputs = dataset_shape(target.dataset.name, target.dataset.params)
-    widths = target.model.widths
+    n_features, n_outputs = dataset_shape(subject.dataset.name, subject.dataset.params)
+    widths = subject.model.widths
     if (widths[0], widths[-1]) != (n_features, n_outputs):
         raise UserError(
-            f"--model {'-'.join(map(str, widths))} does not fit dataset {target.dataset.name!r}, which has "
+            f"--model {'-'.join(map(str, widths))} does not fit dataset {subject.dataset.name!r}, which has "
             f"{n_features} input features and {n_outputs} outputs; make the first and last widths match."
         )
-    n_train = dataset_sizes(target.dataset.name, target.dataset.params)[0]
-    for size in (tp.batch_size, target.train_batch, *batches):
+    n_train = dataset_sizes(subject.dataset.name, subject.dataset.params)[0]
+    for size in (tp.batch_size, subject.train_batch, *batches):
         if size > n_train:
             raise UserError(
                 f"batch size {size} exceeds the {n_train} training examples of dataset "
-                f"{target.dataset.name!r}; "
+                f"{subject.dataset.name!r}; "
                 "use a smaller --batch or --sweep batch value."
             )
 
@@ -135,7 +135,7 @@ def synthetic_dataset(name: str, widths: tuple[int, ...], largest_batch: int, se
 
 
 @dataclass(frozen=True)
-class TargetOptions:
+class SubjectOptions:
     """The command-line form's settings (``telebench profile --model ...``), with its defaults."""
 
     model: str
@@ -154,8 +154,8 @@ class TargetOptions:
     seed: int = 0
 
 
-def target_from_options(opts: TargetOptions, largest_batch: int = 0) -> ProfileTarget:
-    """A target from command-line options; synthetic data holds at least ``largest_batch`` examples."""
+def subject_from_options(opts: SubjectOptions, largest_batch: int = 0) -> ProfileSubject:
+    """A subject from command-line options; synthetic data holds at least ``largest_batch`` examples."""
     widths = parse_widths(opts.model)
     for option, value in (
         ("--steps", opts.steps),
@@ -178,7 +178,7 @@ def target_from_options(opts: TargetOptions, largest_batch: int = 0) -> ProfileT
         lr=opts.lr,
         batch_size=opts.batch,
     )
-    return ProfileTarget(
+    return ProfileSubject(
         name=f"{opts.model} {opts.activation} {opts.group} batch {opts.batch}",
         model=ModelSpec(widths=widths, activation=opts.activation),
         dataset=synthetic_dataset(
@@ -192,8 +192,8 @@ def target_from_options(opts: TargetOptions, largest_batch: int = 0) -> ProfileT
     )
 
 
-def targets_from_suite(path: str | Path, case: str | None, device: str | None) -> list[ProfileTarget]:
-    """One target per case (or just ``case``): the case's first teleporting arm with its first optimizer.
+def subjects_from_suite(path: str | Path, case: str | None, device: str | None) -> list[ProfileSubject]:
+    """One subject per case (or just ``case``): the case's first teleporting arm with its first optimizer.
 
     ``device`` replaces the case's device (its first one otherwise).
     """
@@ -215,13 +215,13 @@ def targets_from_suite(path: str | Path, case: str | None, device: str | None) -
                 f"{path}: case {case!r} has no teleport arm to profile; add `teleport` to its arms."
             )
         raise UserError(f"{path}: no case has a teleport arm to profile; add `teleport` to a case's arms.")
-    targets = []
+    subjects = []
     for name in wanted:
         spec = chosen[name]
         assert spec.teleport is not None
         origin = "--device" if device else f"{path} case {name!r} device"
-        targets.append(
-            ProfileTarget(
+        subjects.append(
+            ProfileSubject(
                 name=name,
                 model=spec.model,
                 dataset=spec.dataset,
@@ -232,13 +232,13 @@ def targets_from_suite(path: str | Path, case: str | None, device: str | None) -
                 seed=spec.seed,
             )
         )
-    return targets
+    return subjects
 
 
-def with_model(target: ProfileTarget, widths: tuple[int, ...]) -> ProfileTarget:
-    return replace(target, model=replace(target.model, widths=widths))
+def with_model(subject: ProfileSubject, widths: tuple[int, ...]) -> ProfileSubject:
+    return replace(subject, model=replace(subject.model, widths=widths))
 
 
-def with_batch(target: ProfileTarget, batch: int) -> ProfileTarget:
+def with_batch(subject: ProfileSubject, batch: int) -> ProfileSubject:
     """The teleport batch and the training batch both set to ``batch``."""
-    return replace(target, teleport=replace(target.teleport, batch_size=batch), train_batch=batch)
+    return replace(subject, teleport=replace(subject.teleport, batch_size=batch), train_batch=batch)
