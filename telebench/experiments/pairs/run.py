@@ -26,7 +26,7 @@ from rich.progress import (
 )
 
 from telebench.errors import UserError
-from telebench.execution.journal import TrialLog
+from telebench.execution.journal import Journal
 from telebench.experiments.pairs.spec import TrialSpec
 from telebench.results.environment import environment
 from telebench.results.schema import SCHEMA
@@ -121,7 +121,7 @@ def run_plan(
     console = console or Console()
     prepare_out_dir(out_dir)
     check_datasets(plan, data_root)
-    log = TrialLog(out_dir)
+    log = Journal(out_dir)
     finished = log.finished()
     planned_ids = {s.id for s in plan}
     done = {k: v for k, v in finished.items() if k in planned_ids}
