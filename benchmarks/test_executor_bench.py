@@ -20,7 +20,7 @@ import torch
 from telebench.execution.local import LocalExecutor
 from telebench.execution.process import ProcessExecutor
 from telebench.experiments.pairs.loop import run_pair
-from telebench.experiments.pairs.run import group_pairs
+from telebench.experiments.pairs.plan import group_pairs
 from telebench.experiments.pairs.spec import BudgetSpec, TargetSpec, TeleportSpec, TrialSpec
 from telebench.training.specs import DatasetSpec, ModelSpec, OptimizerSpec
 

@@ -18,7 +18,9 @@ import torch
 
 from telebench.experiments.pairs.loop import PairRunner
 from telebench.experiments.pairs.spec import BudgetSpec, TargetSpec, TrialSpec
-from telebench.training.data import BatchStream, load_dataset, loss_fn_for
+from telebench.training.batches import BatchStream
+from telebench.training.datasets import load_dataset
+from telebench.training.evaluation import loss_fn_for
 from telebench.training.models import build_mlp
 from telebench.training.specs import DatasetSpec, ModelSpec, OptimizerSpec, freeze
 

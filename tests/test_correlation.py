@@ -3,6 +3,7 @@ and the paired final-metric comparison used for the generalization suite."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import subprocess
@@ -12,14 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from rich.console import Console
 from typer.testing import CliRunner
 
 from telebench.analysis.correlation import correlate
 from telebench.analysis.paired_final import paired_differences, render_markdown
 from telebench.cli import app
 from telebench.errors import UserError
+from telebench.execution.journal import Journal, lock
 from telebench.experiments.correlation.run import run_study
 from telebench.experiments.correlation.schema import load_study
+from telebench.experiments.correlation.unit import case_key, journal_id, network_id
 
 STUDY = {
     "kind": "correlation",
@@ -164,3 +168,87 @@ def test_paired_differences_of_final_metrics():
     against = {(r.arm, r.metric): r for r in paired_differences({"trials": trials}, reference="same")}
     assert ("same", "final_val_loss") not in against and against[("baseline", "final_val_loss")].n == 5
     assert against[("better", "final_val_loss")].verdict == "better"
+
+
+# ---- resume through the shared journal -------------------------------------------------------------
+
+
+def _quiet() -> Console:
+    return Console(file=io.StringIO())
+
+
+def _lines(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "networks.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def _untimed(network: dict) -> dict:
+    return {k: v for k, v in network.items() if not k.endswith("_seconds")}
+
+
+def test_the_journal_supplies_the_id_of_an_old_line_from_its_key(tmp_path):
+    path = tmp_path / "networks.jsonl"
+    old = [{"case": "digits", "seed": seed, "status": "ok", "case_key": "abc"} for seed in (4, 6)]
+    unkeyed = {"case": "digits", "seed": 5}  # no case_key: no id can be derived
+    text = json.dumps(old[0]) + "\n" + json.dumps(unkeyed) + "\n" + json.dumps(old[1])  # the last newline lost
+    path.write_text(text, encoding="utf-8")
+    plain = Journal(tmp_path, "networks.jsonl")
+    assert plain.records() == [] and "a record without an `id`" in plain.warnings[0] and len(plain.warnings) == 3
+    keyed = Journal(tmp_path, "networks.jsonl", key=journal_id)
+    assert keyed.records() == [{**line, "id": network_id("abc", line["seed"])} for line in old]
+    assert len(keyed.warnings) == 1 and ":2: a record without an `id`" in keyed.warnings[0]
+    keyed.append({"id": "x", "status": "ok"})  # the last old line lacked only its newline: whole, so kept
+    assert [r["id"] for r in keyed.records()] == [network_id("abc", 4), network_id("abc", 6), "x"]
+    assert path.read_text(encoding="utf-8").startswith(text + "\n")
+
+
+def test_a_study_resumes_from_old_lines_without_an_id_and_cuts_a_torn_tail(tmp_path):
+    study = load_study(_write(tmp_path, STUDY))
+    out = tmp_path / "out"
+    first = run_study(study, out, console=_quiet())
+    assert (first.trained, first.resumed) == (3, 0)
+    lines = _lines(out)
+    assert [line["id"] for line in lines] == [network_id(case_key(study.cases[0]), s) for s in (0, 1, 2)]
+    # the line format before the shared journal (no id), then a line torn by an interrupted append
+    old = "".join(json.dumps({k: v for k, v in line.items() if k != "id"}) + "\n" for line in lines[:2])
+    (out / "networks.jsonl").write_text(old + '{"case": "digits", "seed": 2, "sta', encoding="utf-8")
+    again = run_study(study, out, console=_quiet())
+    assert (again.trained, again.resumed) == (1, 2)
+    networks = [r["cases"][0]["networks"] for r in (first.results, again.results)]
+    assert [_untimed(n) for n in networks[1]] == [_untimed(n) for n in networks[0]]
+    rows = _lines(out)  # the old lines are kept as written, the torn tail is gone, seed 2 is journaled anew
+    assert rows[:2] == [{k: v for k, v in line.items() if k != "id"} for line in lines[:2]]
+    assert len(rows) == 3 and _untimed(rows[2]) == _untimed(lines[2])
+    # a case whose settings changed trains afresh
+    changed = load_study(_write(tmp_path, _edited(lambda d: d["cases"][0].update(budget={"steps": 10}))))
+    assert run_study(changed, out, console=_quiet()).trained == 3
+
+
+def test_a_failing_network_is_recorded_the_study_goes_on_and_a_rerun_retries_it(tmp_path, monkeypatch):
+    import telebench.experiments.correlation.unit as unit
+
+    real = unit.train_network
+
+    def flaky(case, seed, data_root=None):
+        if seed == 1:
+            raise RuntimeError("out of luck")
+        return real(case, seed, data_root)
+
+    study = load_study(_write(tmp_path, STUDY))
+    out = tmp_path / "out"
+    monkeypatch.setattr(unit, "train_network", flaky)
+    first = run_study(study, out, console=_quiet())
+    assert first.results["partial"] and [n["seed"] for n in first.results["cases"][0]["networks"]] == [0, 2]
+    error = next(line for line in _lines(out) if line["status"] == "error")
+    assert error["seed"] == 1 and "RuntimeError: out of luck" in error["message"]
+    monkeypatch.setattr(unit, "train_network", real)
+    again = run_study(study, out, console=_quiet())
+    assert (again.trained, again.resumed) == (1, 2) and not again.results["partial"]
+
+
+def test_a_second_run_into_a_study_folder_is_refused(tmp_path):
+    study = load_study(_write(tmp_path, STUDY))
+    out = tmp_path / "out"
+    out.mkdir()
+    with lock(out), pytest.raises(UserError, match="another telebench run is writing this folder"):
+        run_study(study, out, console=_quiet())
+    assert not (out / "networks.jsonl").exists()

@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from telebench.errors import UserError
+from telebench.training.batches import BatchStream
 from telebench.training.clock import Clock, CudaEventTimer, resolve_device
-from telebench.training.data import BatchStream, evaluate, load_dataset
+from telebench.training.datasets import load_dataset
+from telebench.training.evaluation import evaluate
 from telebench.training.models import build_mlp
 from telebench.training.specs import DatasetSpec, ModelSpec, freeze
 

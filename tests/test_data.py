@@ -13,16 +13,10 @@ import torch
 from torch import nn
 
 from telebench.errors import UserError
-from telebench.training import data, datafiles
-from telebench.training.data import (
-    BatchStream,
-    dataset_names,
-    dataset_shape,
-    dataset_sizes,
-    evaluate,
-    load_dataset,
-    loss_fn_for,
-)
+from telebench.training import datafiles, datasets, image_datasets
+from telebench.training.batches import BatchStream
+from telebench.training.datasets import dataset_names, dataset_shape, dataset_sizes, load_dataset
+from telebench.training.evaluation import evaluate, loss_fn_for
 from telebench.training.specs import DatasetSpec, freeze
 
 # ---- helpers that write the real on-disk formats ------------------------------------------------
@@ -81,8 +75,8 @@ def carve_order(pool: int, split_seed: int) -> torch.Tensor:
 @pytest.fixture(autouse=True)
 def no_system_fashion_mnist(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Point the Debian folder elsewhere, so tests behave the same whether the package is installed or not."""
-    monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST_DIR", tmp_path / "no-system-dir")
-    monkeypatch.setattr(data, "DEFAULT_DATA_ROOT", tmp_path / "no-default-root")
+    monkeypatch.setattr(image_datasets, "SYSTEM_FASHION_MNIST_DIR", tmp_path / "no-system-dir")
+    monkeypatch.setattr(image_datasets, "DEFAULT_DATA_ROOT", tmp_path / "no-default-root")
 
 
 # ---- IDX parsing ---------------------------------------------------------------------------------
@@ -175,7 +169,7 @@ def test_files_smaller_than_the_requested_split_are_user_errors(tmp_path: Path) 
 
 def test_fashion_mnist_from_the_debian_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_mnist_layout(tmp_path / "debian", gz=True)
-    monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST_DIR", tmp_path / "debian")
+    monkeypatch.setattr(image_datasets, "SYSTEM_FASHION_MNIST_DIR", tmp_path / "debian")
     bundle = load_dataset(DatasetSpec("fashion-mnist", freeze({**FASHION_PARAMS, "n_test": 0})))
     assert bundle.x_train.shape == (40, 784) and bundle.x_test is None and bundle.y_test is None
 
@@ -234,7 +228,7 @@ def test_cifar10_missing_or_corrupt_batches(tmp_path: Path) -> None:
     not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="dataset-fashion-mnist not installed"
 )
 def test_real_fashion_mnist_from_the_debian_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST_DIR", Path("/usr/share/datasets/fashion-mnist"))
+    monkeypatch.setattr(image_datasets, "SYSTEM_FASHION_MNIST_DIR", Path("/usr/share/datasets/fashion-mnist"))
     bundle = load_dataset(DatasetSpec("fashion-mnist", freeze({"n_train": 500, "n_val": 100, "n_test": 100})))
     assert bundle.x_train.shape == (500, 784) and bundle.x_val.shape == (100, 784)
     assert set(bundle.y_val.tolist()) <= set(range(10)) and len(set(bundle.y_train.tolist())) == 10
@@ -307,7 +301,7 @@ def test_registry_answers_shapes_without_files(tmp_path: Path) -> None:
     assert dataset_shape("cifar10", {"root": str(tmp_path / "nothing-here")}) == (3072, 10)
     assert dataset_shape("mnist", freeze({"n_train": 100})) == (784, 10)
     assert dataset_sizes("fashion-mnist", {"n_train": 100}) == (100, 10_000, 10_000)
-    info = data.DATASETS["synthetic-regression"]
+    info = datasets.DATASETS["synthetic-regression"]
     assert (
         info.task == "regression" and info.n_outputs({"n_outputs": 7}) == 7 and info.defaults["noise"] == 0.1
     )
@@ -337,7 +331,7 @@ def test_bad_dataset_params_are_user_errors(name: str, params: dict, pattern: st
 
 
 def test_float_param_accepts_an_integer() -> None:
-    assert data.DATASETS["synthetic-regression"].resolve({"noise": 1})["noise"] == 1.0
+    assert datasets.DATASETS["synthetic-regression"].resolve({"noise": 1})["noise"] == 1.0
 
 
 def test_bundle_to_recasts_floats_only() -> None:

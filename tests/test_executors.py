@@ -24,9 +24,12 @@ from telebench.execution.base import WorkerStatus
 from telebench.execution.board import WorkerBoard, describe
 from telebench.execution.process import ProcessExecutor
 from telebench.execution.registry import EXECUTORS, get_executor
+from telebench.experiments.base import RunOutcome, RunRequest
+from telebench.experiments.pairs.experiment import EXPERIMENT
 from telebench.experiments.pairs.loop import run_pair
-from telebench.experiments.pairs.run import RunOutcome, group_pairs, run_plan
+from telebench.experiments.pairs.plan import Plan, group_pairs
 from telebench.experiments.pairs.spec import BudgetSpec, ScheduleSpec, TargetSpec, TeleportSpec, TrialSpec
+from telebench.experiments.runner import run_experiment
 from telebench.training.specs import DatasetSpec, ModelSpec, OptimizerSpec
 
 TELEPORT = TeleportSpec(group="rescale", steps=3, lr=1e-2, batch_size=64, schedule=ScheduleSpec("at_steps", steps=(0, 10)))
@@ -72,7 +75,8 @@ def mixed_plan() -> list[TrialSpec]:
 
 def run(plan: list[TrialSpec], out: Path, executor: str, **options: Any) -> RunOutcome:
     console = Console(file=io.StringIO(), width=200)
-    return run_plan(plan, "executors", "<test>", out, executor, options, console=console, write_report=False)
+    request = RunRequest(out_dir=out, executor=executor, report=False, **options)
+    return run_experiment(EXPERIMENT, Plan("executors", plan, source=Path("<test>")), request, console)
 
 
 def histories(results: dict[str, Any]) -> dict[str, tuple]:

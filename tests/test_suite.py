@@ -15,6 +15,7 @@ from telebench.config.overrides import Overrides, overrides_from_options
 from telebench.errors import UserError
 from telebench.experiments.pairs.estimate import estimate_seconds
 from telebench.experiments.pairs.load import load_suite
+from telebench.experiments.registry import load_config
 from telebench.experiments.pairs.plan import expand
 from telebench.experiments.pairs.spec import ScheduleSpec, TrialSpec
 from telebench.training.specs import thaw
@@ -353,11 +354,16 @@ def test_estimate_grows_with_steps_and_teleports(tmp_path: Path) -> None:
     assert estimate_seconds(one_epoch) < estimate_seconds(short)
 
 
-def test_a_correlation_study_given_to_run_points_at_correlate(tmp_path) -> None:
+def test_a_study_given_to_the_train_loader_points_at_run_which_loads_every_kind(tmp_path) -> None:
     path = tmp_path / "study.yaml"
     path.write_text("kind: correlation\nname: s\n")
-    with pytest.raises(UserError, match="telebench correlate"):
+    with pytest.raises(UserError, match="kind: correlation.*telebench run"):
         load_suite(path)
+    with pytest.raises(UserError, match="cases"):  # the study's own schema answers, naming its missing key
+        load_config(path)
+    path.write_text("kind: corelation\nname: s\n")
+    with pytest.raises(UserError, match="did you mean 'correlation'"):
+        load_config(path)
 
 
 def test_a_bad_objective_option_is_a_key_path_error(tmp_path) -> None:

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
+from telebench.results.store import finite
+
 METHODS = ("pearson", "spearman")
 CONFIDENCE = 0.95
 
@@ -56,10 +58,6 @@ def _spearman(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
 _STATISTICS = {"pearson": _pearson, "spearman": _spearman}
 
 
-def _number(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
-
-
 def correlate(
     x: Sequence[float], y: Sequence[float], method: str, n_resamples: int = 4000, seed: int = 0
 ) -> Correlation:
@@ -80,5 +78,5 @@ def correlate(
         boot = sps.bootstrap((xs, ys), statistic, paired=True, vectorized=True, n_resamples=n_resamples,
                              confidence_level=CONFIDENCE, method="percentile", rng=np.random.default_rng(seed))
     low, high = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
-    return Correlation(method, _number(float(statistic(xs, ys))), _number(low), _number(high),
-                       _number(float(test.pvalue)), n)
+    return Correlation(method, finite(float(statistic(xs, ys))), finite(low), finite(high),
+                       finite(float(test.pvalue)), n)

@@ -4,9 +4,10 @@ The summary of ``telebench run`` pairs arms with the baseline on time and steps 
 generalisation experiment needs the same pairing on the final validation loss and accuracy. Arms
 of one seed start from the same weights and see the same batches, so the per-seed difference
 (arm − baseline) isolates what the arm did. Reported: the median difference with a percentile
-bootstrap 95 % interval (:func:`telebench.analysis.stats.bootstrap_ci`), a two-sided Wilcoxon signed-rank
-p-value, and how many seeds improved. With 5 seeds the smallest possible p is 0.0625, so the
-interval carries the verdict.
+bootstrap 95 % interval, a two-sided Wilcoxon signed-rank p-value (both from
+:func:`telebench.analysis.stats.paired_difference`), and how many seeds improved. The verdict is the
+interval's alone: better or worse when it excludes 0 (with 5 seeds the smallest possible p is
+0.0625, so the interval carries the verdict anyway).
 
     python -m telebench.analysis.paired_final reports/paper-generalization/results.json [--against ARM] [--out FILE.md]
 """
@@ -14,18 +15,16 @@ interval carries the verdict.
 from __future__ import annotations
 
 import argparse
-import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
 
-from telebench.analysis.stats import bootstrap_ci
+from telebench.analysis.stats import paired_difference
 from telebench.analysis.summary import is_baseline
 from telebench.results.schema import load_results
+from telebench.results.store import finite
 
 METRICS = {"final_val_loss": "lower", "final_val_accuracy": "higher"}
 
@@ -46,32 +45,14 @@ class PairedDifference:
     ci_high: float | None
     p_value: float | None
     better: int  # seeds on which the arm beat the baseline
+    direction: str | None = None  # paired_difference's verdict: "lower", "higher" or "no clear difference"
 
     @property
     def verdict(self) -> str:
         """better / worse when the 95 % interval of the median difference excludes 0."""
-        if self.ci_low is None or self.ci_high is None:
+        if self.direction not in ("lower", "higher"):
             return "no clear difference"
-        lower_is_better = METRICS[self.metric] == "lower"
-        if self.ci_high < 0:
-            return "better" if lower_is_better else "worse"
-        if self.ci_low > 0:
-            return "worse" if lower_is_better else "better"
-        return "no clear difference"
-
-
-def _finite(x: Any) -> float | None:
-    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
-
-
-def _wilcoxon(differences: list[float]) -> float | None:
-    nonzero = [d for d in differences if d != 0]
-    if len(nonzero) < 2:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = float(sps.wilcoxon(nonzero, alternative="two-sided").pvalue)
-    return None if math.isnan(p) else p
+        return "better" if (self.direction == "lower") == (METRICS[self.metric] == "lower") else "worse"
 
 
 def paired_differences(results: dict[str, Any], reference: str | None = None) -> list[PairedDifference]:
@@ -97,21 +78,25 @@ def paired_differences(results: dict[str, Any], reference: str | None = None) ->
                 continue
             seeds = sorted(set(base) & set(trials))
             for metric in METRICS:
-                pairs = [(_finite(base[s].get(metric)), _finite(trials[s].get(metric))) for s in seeds]
-                pairs = [(b, a) for b, a in pairs if b is not None and a is not None]
-                rows.append(_row(key, arm, metric, pairs))
+                rows.append(_row(key, arm, metric, [base[s].get(metric) for s in seeds],
+                                 [trials[s].get(metric) for s in seeds]))
     return rows
 
 
-def _row(key: tuple[str, str], arm: str, metric: str, pairs: list[tuple[float, float]]) -> PairedDifference:
+def _row(key: tuple[str, str], arm: str, metric: str, base_values: list[Any], arm_values: list[Any]
+         ) -> PairedDifference:
+    """One arm against the reference on one metric, over the seeds where both have a finite value."""
+    pairs = [(b, a) for b, a in zip(map(finite, base_values), map(finite, arm_values), strict=True)
+             if b is not None and a is not None]
     if not pairs:
         return PairedDifference(key[0], key[1], arm, metric, 0, None, None, None, None, None, None, 0)
-    base, values = np.array([b for b, _ in pairs]), np.array([a for _, a in pairs])
-    diffs = list(values - base)
-    low, high = bootstrap_ci(diffs)
-    better = int(sum((d < 0) if METRICS[metric] == "lower" else (d > 0) for d in diffs))
-    return PairedDifference(key[0], key[1], arm, metric, len(pairs), float(np.median(base)), float(np.median(values)),
-                            float(np.median(diffs)), low, high, _wilcoxon(diffs), better)
+    base, values = [b for b, _ in pairs], [a for _, a in pairs]
+    # the verdict is the interval's alone, whatever the number of seeds (see the module's docstring)
+    diff = paired_difference(base, values, min_pairs=1, by_p_value=False)
+    better = sum((a < b) if METRICS[metric] == "lower" else (a > b) for b, a in pairs)
+    return PairedDifference(key[0], key[1], arm, metric, diff["n_pairs"], float(np.median(base)),
+                            float(np.median(values)), diff["median"], diff["ci_low"], diff["ci_high"],
+                            diff["p_value"], better, diff["verdict"])
 
 
 def render_markdown(rows: list[PairedDifference], reference: str = "baseline") -> str:

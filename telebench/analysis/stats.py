@@ -27,7 +27,7 @@ VERDICT_RULE = (
 
 
 def bootstrap_ci(
-    values: Sequence[float],
+    values: Sequence[float] | np.ndarray,
     stat: Callable[..., float] = np.median,
     n_resamples: int = 2000,
     confidence: float = 0.95,
@@ -198,13 +198,22 @@ def _verdict(n: int, median: float, low: float, high: float, p: float | None) ->
     return "no clear difference"
 
 
-def paired_difference(base: Sequence[float | None], arm: Sequence[float | None], seed: int = 0) -> dict[str, Any]:
+def paired_difference(
+    base: Sequence[float | None],
+    arm: Sequence[float | None],
+    seed: int = 0,
+    *,
+    min_pairs: int = MIN_PAIRS,
+    by_p_value: bool = True,
+) -> dict[str, Any]:
     """Per-seed arm − baseline differences of a quality metric (e.g. final validation loss).
 
     Seeds where either side has no value (diverged, failed) are left out and counted in `missing`.
     Returns the median difference, a bootstrap 95 % interval and a two-sided Wilcoxon signed-rank
     p-value (None with fewer than 2 non-zero differences); the verdict word is "lower", "higher" or
-    "no clear difference" by the same rule as speedups (interval excludes 0, or p < ALPHA).
+    "no clear difference" by the same rule as speedups: with at least `min_pairs` pairs, the interval
+    excludes 0, or (when `by_p_value`) p < ALPHA with the median on that side. The verdict is None
+    when no seed has both values.
     """
     pairs = list(zip(base, arm, strict=True))
     diffs = [a - b for b, a in pairs if a is not None and b is not None]
@@ -221,10 +230,10 @@ def paired_difference(base: Sequence[float | None], arm: Sequence[float | None],
             warnings.simplefilter("ignore")
             p = float(sps.wilcoxon(nonzero, alternative="two-sided").pvalue)
         p = None if math.isnan(p) else p
-    significant = p is not None and p < ALPHA
+    significant = by_p_value and p is not None and p < ALPHA
     verdict = "no clear difference"
-    if len(diffs) >= MIN_PAIRS and (low > 0 or (significant and median > 0)):
+    if len(diffs) >= min_pairs and (low > 0 or (significant and median > 0)):
         verdict = "higher"
-    elif len(diffs) >= MIN_PAIRS and (high < 0 or (significant and median < 0)):
+    elif len(diffs) >= min_pairs and (high < 0 or (significant and median < 0)):
         verdict = "lower"
     return {**out, "median": median, "ci_low": low, "ci_high": high, "p_value": p, "verdict": verdict}

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from telebench.config.base import DEVICE_PATTERN
+from telebench.config.yaml_io import read_yaml
 from telebench.errors import UserError
 
 _PATH_PART = re.compile(r"\.?([A-Za-z_][\w-]*)|\[([^\]]+)\]")
@@ -24,6 +26,7 @@ class Overrides:
     budget_steps: int | None = None
     eval_every: int | None = None
     cases: list[str] | None = None  # case names to keep
+    networks: int | None = None  # networks per case (correlation studies)
     sets: list[str] = field(default_factory=list)  # "dotted.key[0].path=value", value parsed as YAML
 
     def __post_init__(self) -> None:
@@ -32,7 +35,8 @@ class Overrides:
         for name in self.devices or []:
             if not DEVICE_PATTERN.match(name):
                 raise UserError(f"--devices: unknown device {name!r}; use cpu, cuda, cuda:N or auto.")
-        for option, value in (("--budget-steps", self.budget_steps), ("--eval-every", self.eval_every)):
+        for option, value in (("--budget-steps", self.budget_steps), ("--eval-every", self.eval_every),
+                              ("--networks", self.networks)):
             if value is not None and value <= 0:
                 raise UserError(f"{option}: must be a positive number of steps, got {value}.")
 
@@ -60,6 +64,7 @@ def overrides_from_options(
     eval_every: int | None = None,
     cases: str | None = None,
     sets: list[str] | None = None,
+    networks: int | None = None,
 ) -> Overrides:
     """Build Overrides from the raw command-line strings shared by `run`, `validate` and `list`."""
     return Overrides(
@@ -69,6 +74,7 @@ def overrides_from_options(
         budget_steps=budget_steps,
         eval_every=eval_every,
         cases=_split(cases),
+        networks=networks,
         sets=list(sets or []),
     )
 
@@ -128,3 +134,12 @@ def _list_index(items: list[Any], token: str) -> int | None:
     return None
 
 
+
+
+def read_suite(path: Path, overrides: Overrides) -> tuple[dict[str, Any], str]:
+    """A suite file's YAML with every `--set` applied, and its `kind` (train when unset)."""
+    raw = read_yaml(path)
+    for text in overrides.sets:
+        _apply_set(raw, text)
+    kind = raw.get("kind", "train")
+    return raw, kind if isinstance(kind, str) else repr(kind)

@@ -26,7 +26,7 @@ GROUP_ACTIVATIONS: dict[str, tuple[str, ...]] = {
     "gl-data": ("leaky_relu",),
 }
 
-# Fallbacks used only while telebench.training.data is unavailable.
+# Fallbacks used only while telebench.training.datasets is unavailable.
 _SHAPES = {"digits": (64, 10), "fashion-mnist": (784, 10), "mnist": (784, 10), "cifar10": (3072, 10)}
 _TRAIN_SIZES = {"digits": 1797, "fashion-mnist": 60000, "mnist": 60000, "cifar10": 50000}  # whole files: upper bounds
 _TORCH_OPTIMIZERS = {"sgd": "SGD", "momentum": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam"}
@@ -48,7 +48,7 @@ def _names(found: Any, fallback: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def dataset_names() -> tuple[str, ...]:
-    return _names(_lookup("telebench.training.data", "dataset_names"), DATASETS)
+    return _names(_lookup("telebench.training.datasets", "dataset_names"), DATASETS)
 
 
 def optimizer_names() -> tuple[str, ...]:
@@ -86,17 +86,17 @@ def dataset_shape(name: str, params: dict[str, Any]) -> tuple[int, int] | None:
     The data module raises for parameters it does not accept; that propagates to the caller,
     which reports it against the suite's key path.
     """
-    owner = _lookup("telebench.training.data", "dataset_shape")
+    owner = _lookup("telebench.training.datasets", "dataset_shape")
     if owner is not None:
-        return tuple(owner(name, params))  # type: ignore[return-value]
+        return tuple(owner(name, params))
     return _SHAPES.get(name)
 
 
 def dataset_sizes(name: str, params: dict[str, Any]) -> tuple[int, int, int] | None:
     """(n_train, n_val, n_test) with these parameters, or None where unknown without the data module."""
-    owner = _lookup("telebench.training.data", "dataset_sizes")
+    owner = _lookup("telebench.training.datasets", "dataset_sizes")
     if owner is not None:
-        return tuple(owner(name, params))  # type: ignore[return-value]
+        return tuple(owner(name, params))
     if name in _TRAIN_SIZES:
         return int(params.get("n_train", _TRAIN_SIZES[name])), 0, 0
     return None

@@ -16,7 +16,8 @@ def describe(status: WorkerStatus) -> str:
         doing = "[red]died[/] (its pair is retried)"
     elif status.running:
         first = status.running[0]
-        doing = f"{first.case} · {first.optimizer_label} · seed {first.seed} ({len(status.running)} arms)"
+        n = len(status.running)
+        doing = f"{first.task_label()} ({n} {first.noun}{'s' * (n != 1)})"
     else:
         doing = "[dim]idle[/]"
     return f"  {status.label}: {doing}"

@@ -3,8 +3,10 @@
 One JSON record a line, appended, flushed and fsynced per finished unit, so Ctrl-C or a crash keeps
 every finished unit and a rerun skips it by id. Reading never trusts the file: a tail torn by a
 crash mid-append is cut off before the next append (so the next record does not glue onto it), and
-a line that is not a JSON object with an id is skipped with a warning naming file:line. A folder
-is written by one run at a time: `lock()` takes an exclusive lock, and a second run refuses.
+a line that is not a JSON object with an id is skipped with a warning naming file:line. A journal
+whose older lines were written without ids can name a `key` that derives the id from a record's
+fields. A folder is written by one run at a time: `lock()` takes an exclusive lock, and a second
+run refuses.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,8 +29,11 @@ LOCK_NAME = ".telebench.lock"
 class Journal:
     """The journal `name` (results.jsonl by default) of one output folder."""
 
-    def __init__(self, out_dir: Path, name: str = "results.jsonl") -> None:
+    def __init__(
+        self, out_dir: Path, name: str = "results.jsonl", key: Callable[[dict[str, Any]], str] | None = None
+    ) -> None:
         self.path = Path(out_dir) / name
+        self.key = key  # supplies the id of a record written without one; None: such a line is skipped
         self.warnings: list[str] = []  # unreadable lines seen by the last read, as "file:line: why"
 
     def records(self) -> list[dict[str, Any]]:
@@ -43,7 +48,7 @@ class Journal:
         for number, raw in enumerate(data.split(b"\n"), start=1):
             if not raw.strip():
                 continue
-            record = _parse(raw)
+            record = _parse(raw, self.key)
             if isinstance(record, str):
                 torn = number == data.count(b"\n") + 1  # the last line has no newline: a torn append
                 why = "a last line torn by an interrupted write" if torn else record
@@ -83,7 +88,7 @@ class Journal:
             fh.seek(0)
             data = fh.read()
             keep = data.rfind(b"\n") + 1
-            if isinstance(_parse(data[keep:]), dict):  # whole, only its newline was lost: keep the record
+            if isinstance(_parse(data[keep:], self.key), dict):  # whole, only its newline was lost: keep the record
                 fh.write(b"\n")
             else:  # torn mid-record, so unreadable (records() skipped it): cut it off
                 fh.truncate(keep)
@@ -91,8 +96,8 @@ class Journal:
             os.fsync(fh.fileno())
 
 
-def _parse(raw: bytes) -> dict[str, Any] | str:
-    """A record, or why the line is not one."""
+def _parse(raw: bytes, key: Callable[[dict[str, Any]], str] | None = None) -> dict[str, Any] | str:
+    """A record, or why the line is not one; `key` supplies the id of a record that has none."""
     try:
         record = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -102,6 +107,11 @@ def _parse(raw: bytes) -> dict[str, Any] | str:
     if not isinstance(record, dict):
         kind = {type(None): "null", bool: "boolean", str: "string", list: "array"}.get(type(record), "number")
         return f"a JSON {kind}, not a record"
+    if "id" not in record and key is not None:
+        try:
+            record["id"] = key(record)
+        except (KeyError, TypeError, ValueError):  # the fields the key reads are missing or malformed
+            pass
     if not isinstance(record.get("id"), str):
         return "a record without an `id`"
     return record

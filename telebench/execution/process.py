@@ -128,6 +128,7 @@ class _PoolRun:
 
     def _submit_ready(self) -> bool:
         """Start what may start now; True if the pool turned out broken."""
+        index: int | None
         if self.suspects:  # a retry after a worker death runs alone
             if not self.inflight:
                 index = self.suspects.popleft()

@@ -17,7 +17,7 @@ import logging
 import socket
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from telebench.errors import UserError
 from telebench.execution.base import TrialCallback, WorkerCallback, available_cpus, device_key
@@ -84,8 +84,10 @@ def _check_devices(pairs: list[list[Unit]]) -> None:
     for pair in pairs:
         key = device_key(pair[0].device)
         if key.startswith("cuda:") and key != "cuda:0":
+            # `case` is not part of the Unit protocol, but every kind's units have one today.
+            case = cast(Any, pair[0]).case
             raise UserError(
-                f"device {pair[0].device!r} (case {pair[0].case!r}): Ray gives each pair a GPU of its own choosing, "
+                f"device {pair[0].device!r} (case {case!r}): Ray gives each pair a GPU of its own choosing, "
                 "so a GPU index means nothing across nodes; use `devices: [cuda]` with --executor ray."
             )
 

@@ -14,12 +14,26 @@ from typing import Any, Protocol
 class Unit(Protocol):
     """One recorded piece of work (a trial); its id is a content hash, so a rerun skips it."""
 
-    device: str
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def noun(self) -> str:
+        """What one unit is called in progress rows: "arm", "network", "case"."""
+        ...
 
     @property
     def id(self) -> str: ...
 
     def to_dict(self) -> dict[str, Any]: ...
+
+    def label(self) -> str:
+        """A short name for progress lines, e.g. "digits · sgd · teleport · seed 0"."""
+        ...
+
+    def task_label(self) -> str:
+        """A short name of the task this unit belongs to, for the per-worker rows."""
+        ...
 
     def error_fields(self) -> dict[str, Any]:
         """The kind's own fields of a record for this unit when it produced none (case, arm, seed, ...)."""

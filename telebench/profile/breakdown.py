@@ -118,20 +118,51 @@ def summarize(events: Iterable, on_device: bool, top: int = 15) -> Breakdown:
             "no 'teleport' range among the profiler's events; wrap each teleport in record_function"
         )
     times, owners = _segments(ranges)
-    starts = [r.start for r in teleports]
-    exclusive: dict[str, float] = defaultdict(float)
-    covered = [0.0] * len(teleports)  # per teleport, the time inside phases
+    exclusive, covered = _exclusive_times(times, owners, [r.start for r in teleports])
+    device_by_label, ops = _operators(host, times, owners)
+
+    n = len(teleports)
+    durations = [r.end - r.start for r in teleports]
+    total = sum(durations)
+    total_device = sum(device_by_label.values())
+    rows = _phase_rows(ranges, exclusive, device_by_label, total, total_device, n, on_device)
+    per_op = [
+        OpRow(o.name, o.calls / n, o.self_cpu_s / n / 1e6, o.self_device_s / n / 1e6) for o in ops.values()
+    ]
+    return Breakdown(
+        teleports=n,
+        teleport_s=total / n / 1e6,
+        teleport_device_s=total_device / n / 1e6,
+        coverage=statistics.median(c / d for c, d in zip(covered, durations, strict=True)),
+        phases=rows,
+        ops_by_cpu=sorted(per_op, key=lambda o: -o.self_cpu_s)[:top],
+        ops_by_device=sorted(per_op, key=lambda o: -o.self_device_s)[:top] if on_device else [],
+        per_teleport_s=[d / 1e6 for d in durations],
+    )
+
+
+def _exclusive_times(
+    times: Sequence[float], owners: Sequence[str | None], starts: Sequence[float]
+) -> tuple[defaultdict[str, float], list[float]]:
+    """Each label's time with nested labelled time taken out (µs), and per teleport (by its start)
+    the time inside phases: walking the cut timeline counts every instant exactly once."""
+    exclusive: defaultdict[str, float] = defaultdict(float)
+    covered = [0.0] * len(starts)  # per teleport, the time inside phases
     for i in range(len(times) - 1):
         owner, span = owners[i], times[i + 1] - times[i]
         if owner is not None:
             exclusive[owner] += span
             if owner != TELEPORT:
                 covered[bisect.bisect_right(starts, times[i]) - 1] += span
-    calls: dict[str, int] = defaultdict(int)
-    for r in ranges:
-        calls[r.label] += 1
+    return exclusive, covered
 
-    device_by_label: dict[str, float] = defaultdict(float)
+
+def _operators(
+    host: Sequence, times: Sequence[float], owners: Sequence[str | None]
+) -> tuple[defaultdict[str, float], dict[str, OpRow]]:
+    """Kernel time per innermost label, and per operator its totals (µs), for operators that started
+    inside a labelled range: the teleport's work, not the profiler's or the loop's."""
+    device_by_label: defaultdict[str, float] = defaultdict(float)
     ops: dict[str, OpRow] = {}
     for e in host:
         if e.name in LABELS or e.is_user_annotation:
@@ -144,11 +175,22 @@ def summarize(events: Iterable, on_device: bool, top: int = 15) -> Breakdown:
         row.calls += 1
         row.self_cpu_s += e.self_cpu_time_total
         row.self_device_s += e.self_device_time_total
+    return device_by_label, ops
 
-    n = len(teleports)
-    durations = [r.end - r.start for r in teleports]
-    total = sum(durations)
-    total_device = sum(device_by_label.values())
+
+def _phase_rows(
+    ranges: Sequence[_Range],
+    exclusive: defaultdict[str, float],  # a label that never ran reads 0
+    device_by_label: defaultdict[str, float],
+    total: float,
+    total_device: float,
+    n: int,
+    on_device: bool,
+) -> list[PhaseRow]:
+    """One row per phase that ran, in ``phases.ALL`` order, then the unattributed rest of the teleports."""
+    calls: dict[str, int] = defaultdict(int)
+    for r in ranges:
+        calls[r.label] += 1
     rows = [
         _row(
             label,
@@ -175,19 +217,7 @@ def summarize(events: Iterable, on_device: bool, top: int = 15) -> Breakdown:
             on_device,
         )
     )
-    per_op = [
-        OpRow(o.name, o.calls / n, o.self_cpu_s / n / 1e6, o.self_device_s / n / 1e6) for o in ops.values()
-    ]
-    return Breakdown(
-        teleports=n,
-        teleport_s=total / n / 1e6,
-        teleport_device_s=total_device / n / 1e6,
-        coverage=statistics.median(c / d for c, d in zip(covered, durations, strict=True)),
-        phases=rows,
-        ops_by_cpu=sorted(per_op, key=lambda o: -o.self_cpu_s)[:top],
-        ops_by_device=sorted(per_op, key=lambda o: -o.self_device_s)[:top] if on_device else [],
-        per_teleport_s=[d / 1e6 for d in durations],
-    )
+    return rows
 
 
 def _row(

@@ -18,7 +18,6 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
-from telebench.experiments.pairs.run import prepare_out_dir
 from telebench.profile.env import profile_environment
 from telebench.profile.render import markdown, print_tables
 from telebench.profile.run import CaseProfile, ProfileOptions, profile_subject
@@ -30,7 +29,7 @@ from telebench.profile.subject import (
     subjects_from_suite,
 )
 from telebench.profile.sweep import point_subject
-from telebench.results.store import atomic_write_text, dumps, now_iso
+from telebench.results.store import atomic_write_text, dumps, now_iso, prepare_out_dir
 
 SCHEMA = "telebench.profile/1"
 
@@ -86,15 +85,11 @@ def run_profile(
     for subject in subjects:
         subdir = _slug(subject.name) if len(subjects) > 1 else ""
         with console.status(f"profiling {escape(subject.name)}") as status:
-            cases.append(
-                profile_subject(
-                    subject,
-                    options,
-                    out_dir,
-                    subdir,
-                    progress=lambda msg, name=subject.name: status.update(f"{escape(name)}: {escape(msg)}"),
-                )
-            )
+
+            def report(msg: str, name: str = subject.name) -> None:
+                status.update(f"{escape(name)}: {escape(msg)}")
+
+            cases.append(profile_subject(subject, options, out_dir, subdir, progress=report))
     device = torch.device("cuda" if any(t.device.startswith("cuda") for t in subjects) else "cpu")
     env = profile_environment(device)
     atomic_write_text(out_dir / "profile.json", dumps(_document(env, options, cases), indent=2) + "\n")

@@ -84,7 +84,7 @@ def check_subject(subject: ProfileSubject, *, batches: tuple[int, ...] = ()) -> 
     ``batches`` are further batch sizes a sweep will use; each must fit the training split too.
     """
     from telebench.symmetry import GROUPS, OBJECTIVES, SymmetryError, check_model
-    from telebench.training.data import dataset_shape, dataset_sizes
+    from telebench.training.datasets import dataset_shape, dataset_sizes
     from telebench.training.models import build_mlp
     from telebench.training.optimizers import optimizer_kwargs_allowed
 
@@ -119,7 +119,7 @@ def check_subject(subject: ProfileSubject, *, batches: tuple[int, ...] = ()) -> 
 def synthetic_dataset(name: str, widths: tuple[int, ...], largest_batch: int, seed: int) -> DatasetSpec:
     """A dataset spec for the command-line form: synthetic data shaped by the model, large enough for every
     batch; any other dataset is taken as it is and must fit the model."""
-    from telebench.training.data import dataset_info
+    from telebench.training.datasets import dataset_info
 
     dataset_info(name)  # a UserError with the nearest name for an unknown dataset
     outputs = SYNTHETIC_DATASETS.get(name)

@@ -23,7 +23,7 @@ from telebench.errors import UserError
 from telebench.profile.subject import ProfileSubject, with_batch, with_model
 from telebench.profile.timing import measure
 from telebench.profile.workload import Workload, load_data
-from telebench.training.data import DatasetBundle
+from telebench.training.dataset_bundle import DatasetBundle
 
 AXES = ("width", "depth", "batch")
 CURVES = ("teleport", "gradient", "train_step")

@@ -20,8 +20,11 @@ from torch import Tensor, nn
 
 from telebench.profile.subject import ProfileSubject
 from telebench.symmetry import TeleportRecord, teleport
-from telebench.training.data import BatchStream, DatasetBundle, load_dataset, loss_fn_for
+from telebench.training.batches import BatchStream
+from telebench.training.dataset_bundle import DatasetBundle
+from telebench.training.datasets import load_dataset
 from telebench.training.devices import resolve_device
+from telebench.training.evaluation import loss_fn_for
 from telebench.training.models import build_mlp
 from telebench.training.optimizers import make_optimizer
 from telebench.training.step import optimizer_step

@@ -203,7 +203,7 @@ def _target_section(rows: list[Row], trials: list[dict[str, Any]]) -> str:
     ]
     for key in dict.fromkeys((r["case"], r["optimizer"], r["device"]) for r in rows):
         row = next(r for r in rows if (r["case"], r["optimizer"], r["device"]) == key)
-        spec = target_spec(first[key]) if key in first else {"kind": "absolute", "slack": 0.0}
+        spec: dict[str, Any] = target_spec(first[key]) if key in first else {"kind": "absolute", "slack": 0.0}
         metric = row.get("target_metric") or spec.get("metric", "train_loss")
         op = "≥" if higher_is_better(metric) else "≤"
         if spec["kind"] == "absolute":

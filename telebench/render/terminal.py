@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -84,7 +84,7 @@ def render_terminal(results: dict[str, Any], console: Console) -> None:
     )
 
 
-TERMINAL_COLUMNS = (
+TERMINAL_COLUMNS: tuple[tuple[str, JustifyMethod], ...] = (
     ("optimizer", "left"),
     ("arm", "left"),
     ("seeds", "right"),

@@ -1,18 +1,20 @@
-"""Results files: environment metadata, the per-trial JSONL log and the atomic final JSON.
+"""Writing results: the output folder, JSON that every reader accepts, and atomic replacement.
 
-The JSONL log is appended and flushed per finished trial, so Ctrl-C or a crash keeps every finished
-trial and a rerun can skip them by spec hash. The final file is replaced atomically so a reader
-never sees half a file and a failed run never destroys an earlier one.
+A final file is replaced atomically, so a reader never sees half a file and a failed run never
+destroys an earlier one. (The per-unit journal is telebench.execution.journal.)
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from telebench.errors import UserError
 
 
 def now_iso() -> str:
@@ -46,18 +48,39 @@ def _json_default(obj: Any) -> Any:
 
 def dumps(obj: Any, indent: int | None = None) -> str:
     """JSON with NaN/inf written as null, so every standard JSON reader accepts the file."""
-    return json.dumps(_finite(obj), indent=indent, default=_json_default)
+    return json.dumps(_json_safe(obj), indent=indent, default=_json_default)
 
 
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+def finite(x: Any) -> float | None:
+    """A finite float, or None for null, NaN, ±inf and non-numbers (booleans, the "inf" strings, ...)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
         return None
+    return float(x) if math.isfinite(x) else None
+
+
+def _json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None, in nested dicts, lists and tuples too."""
+    if isinstance(obj, float):
+        return finite(obj)
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: _json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [_json_safe(v) for v in obj]
     return obj
 
 
+def default_out_dir(suite_name: str) -> Path:
+    return Path("reports") / f"{suite_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
+def prepare_out_dir(out: Path) -> None:
+    """Fail before training starts, not after, when results could not be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".telebench-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(
+            f"--out {out}: the output folder cannot be written ({exc.strerror or exc}); choose a writable folder with --out."
+        ) from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -43,29 +44,34 @@ _PIECEWISE = Traits(homogeneous=False, identity=False, invertible=False, piecewi
 _OTHER = Traits(homogeneous=False, identity=False, invertible=False)
 
 
-def _leaky_traits(module: nn.Module) -> Traits:
+def _leaky_traits(module: nn.LeakyReLU) -> Traits:
     slope = module.negative_slope
     return Traits(homogeneous=True, identity=slope == 1.0, invertible=slope > 0, piecewise_linear=True)
 
 
-def _elu_traits(module: nn.Module) -> Traits:
+def _elu_traits(module: nn.ELU) -> Traits:
     return _INVERTIBLE if module.alpha > 0 else _OTHER
 
 
 Slope = Callable[[Tensor, Tensor], Tensor]  # σ'(z) from z and h = σ(z)
 Curvature = Callable[[Tensor, Tensor, Tensor], Tensor]  # σ''(z) from z, h and s = σ'(z)
 
+_ModuleT = TypeVar("_ModuleT", bound=nn.Module)
+
 
 @dataclass(frozen=True)
-class _Kind:
+class _Kind(Generic[_ModuleT]):
     """How to handle one elementwise module type: its traits, a functional form that never acts in
     place (a teleport keeps pre-activations around while applying σ), and σ', σ'' in closed form
-    where teleports need them (None: autograd; piecewise-linear modules need no σ'')."""
+    where teleports need them (None: autograd; piecewise-linear modules need no σ'').
 
-    traits: Callable[[nn.Module], Traits]
-    fn: Callable[[nn.Module], Callable[[Tensor], Tensor]]
-    slope: Callable[[nn.Module], Slope] | None = None
-    curvature: Callable[[nn.Module], Curvature] | None = None
+    ``_ModuleT`` is the module type handled, so the callables can read its typed attributes
+    (``negative_slope``, ``alpha``, ...)."""
+
+    traits: Callable[[_ModuleT], Traits]
+    fn: Callable[[_ModuleT], Callable[[Tensor], Tensor]]
+    slope: Callable[[_ModuleT], Slope] | None = None
+    curvature: Callable[[_ModuleT], Curvature] | None = None
 
 
 @functools.lru_cache(maxsize=64)
@@ -79,21 +85,30 @@ def _constants(like: Tensor, *values: float) -> tuple[Tensor, ...]:
     return _cached_constants(values, like.dtype, like.device)
 
 
-def _softplus_slope(m: nn.Module) -> Slope:
+def _leaky_slope(m: nn.LeakyReLU) -> Slope:
+    def slope(z: Tensor, h: Tensor) -> Tensor:
+        one, negative_slope = _constants(z, 1.0, m.negative_slope)
+        return torch.where(z > 0, one, negative_slope)
+
+    return slope
+
+
+def _softplus_slope(m: nn.Softplus) -> Slope:
     return lambda z, h: torch.where(z * m.beta > m.threshold, 1.0, torch.sigmoid(m.beta * z))
 
 
-def _softplus_curvature(m: nn.Module) -> Curvature:
+def _softplus_curvature(m: nn.Softplus) -> Curvature:
     return lambda z, h, s: torch.where(z * m.beta > m.threshold, 0.0, m.beta * s * (1 - s))
 
 
-_ACTIVATIONS: dict[type[nn.Module], _Kind] = {
+# Each key maps to the _Kind of that very module type; a dict cannot say so, hence _Kind[Any].
+_ACTIVATIONS: dict[type[nn.Module], _Kind[Any]] = {
     nn.Identity: _Kind(lambda m: _IDENTITY, lambda m: (lambda x: x), lambda m: lambda z, h: torch.ones_like(z)),
     nn.ReLU: _Kind(lambda m: _HOMOGENEOUS, lambda m: F.relu, lambda m: lambda z, h: (z > 0).to(z.dtype)),
     nn.LeakyReLU: _Kind(
         _leaky_traits,
         lambda m: functools.partial(F.leaky_relu, negative_slope=m.negative_slope),
-        lambda m: lambda z, h: torch.where(z > 0, *_constants(z, 1.0, m.negative_slope)),
+        _leaky_slope,
     ),
     nn.Tanh: _Kind(
         lambda m: _INVERTIBLE, lambda m: torch.tanh, lambda m: lambda z, h: 1 - h * h, lambda m: lambda z, h, s: -2 * h * s
@@ -122,14 +137,15 @@ _ACTIVATIONS: dict[type[nn.Module], _Kind] = {
         _softplus_slope,
         _softplus_curvature,
     ),
-    nn.GELU: _Kind(lambda m: _OTHER, lambda m: functools.partial(F.gelu, approximate=m.approximate)),
+    nn.GELU: _Kind[nn.GELU](lambda m: _OTHER, lambda m: functools.partial(F.gelu, approximate=m.approximate)),
     nn.SiLU: _Kind(lambda m: _OTHER, lambda m: F.silu),
     nn.Mish: _Kind(lambda m: _OTHER, lambda m: F.mish),
     nn.ReLU6: _Kind(lambda m: _PIECEWISE, lambda m: F.relu6),
-    nn.Hardtanh: _Kind(lambda m: _PIECEWISE, lambda m: functools.partial(F.hardtanh, min_val=m.min_val, max_val=m.max_val)),
+    nn.Hardtanh: _Kind[nn.Hardtanh](lambda m: _PIECEWISE, lambda m: functools.partial(F.hardtanh, min_val=m.min_val, max_val=m.max_val)),
 }
 # Allowed only after the last Linear layer, where no group acts.
-_OUTPUT_ONLY: dict[type[nn.Module], Callable[[nn.Module], Callable]] = {
+# As with _ACTIVATIONS, each function takes a module of its key's type (hence Any).
+_OUTPUT_ONLY: dict[type[nn.Module], Callable[[Any], Callable[..., Tensor]]] = {
     nn.Softmax: lambda m: functools.partial(F.softmax, dim=m.dim),
     nn.LogSoftmax: lambda m: functools.partial(F.log_softmax, dim=m.dim),
 }
@@ -214,6 +230,8 @@ class Architecture:
             a.slope is not None and (not curvature or a.curvature is not None or a.traits.piecewise_linear)
             for a in chain
         )
+        s: Tensor | None
+        c: Tensor | None
         if not closed:
             with torch.enable_grad():
                 leaf = z.requires_grad_()
@@ -221,11 +239,12 @@ class Architecture:
                 (s,) = torch.autograd.grad(h, leaf, torch.ones_like(h), create_graph=curvature)
                 c = torch.autograd.grad(s, leaf, torch.ones_like(s))[0] if curvature and s.requires_grad else None
             return h.detach(), s.detach(), c
-        s: Tensor | None = None
-        c: Tensor | None = None
+        s = None
+        c = None
         for a in chain:
             h = a.fn(z)
-            s_link = a.slope(z, h)  # type: ignore[misc]
+            assert a.slope is not None  # `closed`: every link has a closed-form σ'
+            s_link = a.slope(z, h)
             if curvature:
                 c_link = None if a.curvature is None else a.curvature(z, h, s_link)
                 parts = [] if c is None else [s_link * c]
@@ -293,7 +312,7 @@ def parse(model: nn.Module) -> Architecture:
             # Before the first Linear layer an elementwise module only transforms the inputs.
             prefix.append(
                 functools.partial(torch.flatten, start_dim=module.start_dim, end_dim=module.end_dim)
-                if kind is nn.Flatten
+                if type(module) is nn.Flatten  # i.e. kind is nn.Flatten; narrows module for the checker
                 else _ACTIVATIONS[kind].fn(module)
             )
         elif kind in _OUTPUT_ONLY and linears:

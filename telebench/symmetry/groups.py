@@ -20,7 +20,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -196,6 +196,7 @@ class ExactGroup(Group):
         for m in range(arch.n_hidden):
             (w, b), (v, vb) = params[m], dparams[m]
             w_next, v_next = params[m + 1][0], dparams[m + 1][0]
+            vb = cast(Tensor, vb)  # only read where b is not None; dparams share params' bias pattern
             if self.diagonal:
                 d = (v * w).sum(1) - (w_next * v_next).sum(0)
                 d = d if b is None else d + vb * b
@@ -229,6 +230,7 @@ class ExactGroup(Group):
         for m in range(len(grads) - 1):
             (gw, gb), (ew, eb) = grads[m], dgrads[m]
             gw_next, ew_next = grads[m + 1][0], dgrads[m + 1][0]
+            eb = cast(Tensor, eb)  # only read where gb is not None; dgrads share grads' bias pattern
             if self.diagonal:
                 d = (ew_next * gw_next).sum(0) - (gw * ew).sum(1)
                 if gb is not None:
@@ -353,14 +355,15 @@ class GLDataGroup(Group):
         rights: Element = []
         moved: Params = []
         zs, hs, slopes, solvers = [], [], [], []
-        h = None
+        h: Tensor | None = None
         for m, (w, b) in enumerate(params[:-1]):
             if m > 0:
                 w = w @ rights[-1]
             w, b = g[m] @ w, None if b is None else g[m] @ b
             # The moved network's pre-activations: layer 0's as g·Z₀ (a batch × n × n product instead of
             # a pass over the inputs, exact since that layer has no right factor), later ones directly.
-            z = state.z[0] @ g[0].mT if m == 0 else torch.nn.functional.linear(h, w, b)
+            # h is the previous layer's moved activations, set by the time m > 0.
+            z = state.z[0] @ g[0].mT if m == 0 else torch.nn.functional.linear(cast(Tensor, h), w, b)
             if exact:
                 h, slope = arch.activate_with_slope(m, z)
                 if z.requires_grad:  # a caller differentiating the action itself (e.g. along exp(tM))
@@ -420,7 +423,8 @@ class GLDataGroup(Group):
                 h_bar = h_bar + state.solvers[m].residual(z_bar @ w_next)
             u = state.slope[m] * h_bar
             t_bar = torch.addmm(u.mT @ state.z[m], v, w.mT)
-            out.append(t_bar if b is None else torch.addr(t_bar, vb, b))
+            # vb is not None where b is not: dparams share params' bias pattern.
+            out.append(t_bar if b is None else torch.addr(t_bar, cast(Tensor, vb), b))
             z_bar = u
         return out[::-1]
 

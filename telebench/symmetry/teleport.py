@@ -22,7 +22,7 @@ from telebench.symmetry.groups import PARAMETRIZATIONS, Group, check_model, get_
 from telebench.symmetry.objectives.base import Objective
 from telebench.symmetry.objectives.registry import get_objective
 from telebench.symmetry.problem import LossFn, Problem
-from telebench.symmetry.search import SearchOptions, norm, random_element, search
+from telebench.symmetry.search import Outcome, SearchOptions, norm, random_element, search
 
 DIRECTIONS = ("increase", "decrease")
 MODES = ("optimize", "random")
@@ -141,6 +141,80 @@ def _held_out_loss(arch: Architecture, params: Params, held_out: tuple[Tensor, T
         return float(Problem(arch, arch.prepare_inputs(x), _prepare_targets(y, arch.linears[0].weight), loss_fn).loss(params))
 
 
+@dataclass
+class _Check:
+    """The invariance check of one written move: the loss around it and whether the move was kept."""
+
+    loss_before: float
+    loss_after: float
+    objective_after: Tensor  # read on the host only after the clock stops
+    change: float
+    weight_change: float
+    accepted: bool
+
+
+def _apply_and_check(arch: Architecture, problem: Problem, obj: Objective, outcome: Outcome, tol: float) -> _Check:
+    """Write the move in place, measure the loss again from the written weights, and restore the
+    saved copy bit for bit when it moved beyond ``tol``, so a rejected move leaves no trace."""
+    with phases.span(phases.APPLY):
+        saved = _flatten(arch.params())  # a copy: restoring from it is bit for bit
+        _write(arch, outcome.params)
+    with phases.span(phases.INVARIANCE_CHECK):
+        after = obj.evaluate(problem, arch.params(), create_graph=False)
+        loss_after_t = after.loss if after.loss is not None else problem.loss(arch.params())
+        loss_before, loss_after = float(outcome.loss_before), float(loss_after_t.detach())
+        change = _relative(loss_after, loss_before)
+        delta = _flatten(outcome.params) - saved
+        weight_change = float(torch.linalg.vector_norm(delta) / torch.linalg.vector_norm(saved))
+        accepted = math.isfinite(change) and math.isfinite(weight_change) and abs(change) <= tol
+        if not accepted:
+            _restore(arch, saved)
+    return _Check(loss_before, loss_after, after.value, change, weight_change, accepted)
+
+
+def _held_out_change(after: float | None, before: float | None) -> float | None:
+    return None if after is None or before is None else _relative(after, before)
+
+
+def _record(
+    grp: Group,
+    obj: Objective,
+    direction: str,
+    mode: str,
+    outcome: Outcome,
+    check: _Check,
+    seconds: float,
+    tol: float,
+    held_before: float | None,
+    held_after: float | None,
+) -> TeleportRecord:
+    """The record of one teleport; the composed transforms only when the move was kept."""
+    lefts, rights = grp.as_matrices(outcome.lefts), grp.as_matrices(outcome.rights)
+    return TeleportRecord(
+        group=grp.name,
+        objective=obj.name,
+        direction=direction,
+        mode=mode,
+        loss_before=check.loss_before,
+        loss_after=check.loss_after,
+        objective_before=float(outcome.objective_before),
+        objective_after=float(check.objective_after),
+        relative_loss_change=check.change,
+        relative_weight_change=check.weight_change,
+        algebra_norm=float(norm(outcome.algebra)),
+        steps_taken=outcome.steps_taken,
+        seconds=seconds,
+        accepted=check.accepted,
+        tolerance=tol,
+        held_out_loss_before=held_before,
+        held_out_loss_after=held_after,
+        held_out_relative_loss_change=_held_out_change(held_after, held_before),
+        transforms=[LayerTransform(m, lt, rt) for m, (lt, rt) in enumerate(zip(lefts, rights, strict=True))]
+        if check.accepted
+        else [],
+    )
+
+
 def teleport(
     model: nn.Module,
     inputs: Tensor,
@@ -192,44 +266,9 @@ def teleport(
         outcome = search(problem, grp, obj, settings)
     else:
         outcome = random_element(problem, grp, obj, settings, random_scale, generator)
-    with phases.span(phases.APPLY):
-        saved = _flatten(arch.params())  # a copy: restoring from it is bit for bit
-        _write(arch, outcome.params)
-    with phases.span(phases.INVARIANCE_CHECK):
-        after = obj.evaluate(problem, arch.params(), create_graph=False)
-        loss_after_t = after.loss if after.loss is not None else problem.loss(arch.params())
-        loss_before, loss_after = float(outcome.loss_before), float(loss_after_t.detach())
-        change = _relative(loss_after, loss_before)
-        delta = _flatten(outcome.params) - saved
-        weight_change = float(torch.linalg.vector_norm(delta) / torch.linalg.vector_norm(saved))
-        accepted = math.isfinite(change) and math.isfinite(weight_change) and abs(change) <= tol
-        if not accepted:
-            _restore(arch, saved)
+    check = _apply_and_check(arch, problem, obj, outcome, tol)
     _sync(weight.device)
     seconds = time.perf_counter() - start
 
     held_after = None if held_out is None else _held_out_loss(arch, outcome.params, held_out, loss_fn)
-    lefts, rights = grp.as_matrices(outcome.lefts), grp.as_matrices(outcome.rights)
-    return TeleportRecord(
-        group=grp.name,
-        objective=obj.name,
-        direction=direction,
-        mode=mode,
-        loss_before=loss_before,
-        loss_after=loss_after,
-        objective_before=float(outcome.objective_before),
-        objective_after=float(after.value),
-        relative_loss_change=change,
-        relative_weight_change=weight_change,
-        algebra_norm=float(norm(outcome.algebra)),
-        steps_taken=outcome.steps_taken,
-        seconds=seconds,
-        accepted=accepted,
-        tolerance=tol,
-        held_out_loss_before=held_before,
-        held_out_loss_after=held_after,
-        held_out_relative_loss_change=None if held_after is None else _relative(held_after, held_before),
-        transforms=[LayerTransform(m, lt, rt) for m, (lt, rt) in enumerate(zip(lefts, rights, strict=True))]
-        if accepted
-        else [],
-    )
+    return _record(grp, obj, direction, mode, outcome, check, seconds, tol, held_before, held_after)

@@ -22,7 +22,9 @@ from telebench.training.transport import GroupElement, transport_state
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam")
 STATE_POLICIES = ("reset", "keep", "transport")  # what a teleport does to the optimizer state
 
-_CLASSES: dict[str, type[torch.optim.Optimizer]] = {
+# The concrete classes, not type[Optimizer]: the base class's constructor takes no `lr`.
+_OptimizerClass = type[torch.optim.SGD | torch.optim.Adagrad | torch.optim.RMSprop | torch.optim.Adam]
+_CLASSES: dict[str, _OptimizerClass] = {
     "sgd": torch.optim.SGD,
     "momentum": torch.optim.SGD,
     "adagrad": torch.optim.Adagrad,

@@ -1,9 +1,12 @@
-"""One training step, the unit of work every training clock measures."""
+"""One training step, the unit of work every training clock measures, and the step count of a budget."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+BUDGET_KINDS = ("steps", "epochs", "seconds")
+UNBOUNDED_STEPS = 10**12  # a seconds budget: the training clock stops the run, not the step count
 
 
 def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -13,3 +16,13 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn, 
     optimizer.step()
 
 
+def budget_steps(kind: str, value: float, steps_per_epoch: int) -> int:
+    """Optimizer steps of a budget: `steps` as given, `epochs` times the steps of an epoch (rounded to
+    the nearest step, ties to even), and `seconds` UNBOUNDED_STEPS, since the clock ends the run."""
+    if kind == "steps":
+        return int(value)
+    if kind == "epochs":
+        return int(round(value * steps_per_epoch))
+    if kind == "seconds":
+        return UNBOUNDED_STEPS
+    raise ValueError(f"budget kind must be one of {', '.join(BUDGET_KINDS)}, got {kind!r}")

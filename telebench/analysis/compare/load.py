@@ -8,7 +8,7 @@ from pathlib import Path
 from telebench.analysis.compare import pytest_benchmark, telebench_results
 from telebench.analysis.compare.samples import Source
 from telebench.errors import UserError
-from telebench.results.schema import SCHEMA  # torch-free import: compare stays quick to start
+from telebench.results.schema import SCHEMA, migrate  # torch-free import: compare stays quick to start
 
 WHAT = "a results.json from `telebench run` or a pytest-benchmark JSON from `pytest --benchmark-json=FILE`"
 
@@ -25,8 +25,12 @@ def read_source(path: Path) -> Source:
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); pass {WHAT}.") from None
     if isinstance(data, dict) and "schema" in data:
+        data = migrate(data)
         schema = data["schema"]
         if schema == SCHEMA:
+            if data.get("kind") != "train":
+                raise UserError(f"{path}: holds a {data.get('kind')} experiment, and compare checks train suites' "
+                                f"timings; pass {WHAT}.")
             return telebench_results.read(path, data)
         if isinstance(schema, str) and schema.startswith("telebench.results/"):
             raise UserError(

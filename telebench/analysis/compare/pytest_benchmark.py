@@ -8,7 +8,7 @@ statistics can be tested for significance.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from telebench.analysis.compare.samples import Sample, Source
 from telebench.analysis.compare.thresholds import PYTEST_BENCHMARK_METRICS
@@ -64,7 +64,8 @@ def _samples(stats: dict[str, Any], where: str, path: Path) -> dict[str, Sample]
 def _context(data: dict[str, Any]) -> dict[str, str]:
     info = data.get("machine_info")
     info = info if isinstance(info, dict) else {}
-    cpu = info.get("cpu") if isinstance(info.get("cpu"), dict) else {}
+    cpu = info.get("cpu")
+    cpu = cpu if isinstance(cpu, dict) else {}
     facts = {
         "CPU model": cpu.get("brand_raw") or info.get("processor") or None,
         "CPU count": cpu.get("count"),
@@ -82,5 +83,5 @@ def _describe(data: dict[str, Any]) -> str:
     return "pytest-benchmark, " + ", ".join(parts)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -1,4 +1,4 @@
-"""Read a `telebench.results/1` file (docs/results-schema.md) into per-seed samples.
+"""Read a train results file (docs/results-schema.md) into per-seed samples.
 
 Per-seed values come from `trials`, so that a significance test sees every seed; a row that has a
 summary entry but no trials (a trimmed baseline file) falls back to the summary's per-seed `values`.
@@ -214,7 +214,8 @@ def _context(data: dict[str, Any]) -> dict[str, str]:
 
 
 def _describe(data: dict[str, Any]) -> str:
-    env = data.get("environment") if isinstance(data.get("environment"), dict) else {}
+    env = data.get("environment")
+    env = env if isinstance(env, dict) else {}
     parts = [f"suite {data.get('suite', '?')}", str(data.get("created", "undated"))]
     if env.get("git_commit"):
         parts.append(f"commit {str(env['git_commit'])[:7]}")

@@ -117,7 +117,8 @@ def render_markdown(results: dict[str, Any], plots: dict[tuple[str, str], str]) 
         "",
         f"Created {results['created']} from `{results['source']}` with telebench {env.get('telebench')}, "
         f"torch {env.get('torch')}, on {env.get('cpu_model')}."
-        + (" **Partial: interrupted before every network finished.**" if results.get("partial") else ""),
+        + (" **Partial: not every network finished (interrupted, or a network failed); rerun into the same "
+           "folder to finish.**" if results.get("partial") else ""),
         "",
         "Each network is trained from its own seed (initial weights and batch order), then measured once: the "
         "metrics on a fixed subset of the training split, the losses on the whole validation split and on up to "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,13 +18,19 @@ import torch
 from telebench.experiments.correlation.schema import MetricSpec, StudyCase
 from telebench.symmetry.objectives.curvature import curvature
 from telebench.symmetry.objectives.sharpness import sharpness
-from telebench.training.data import BatchStream, DatasetBundle, evaluate, load_dataset, loss_fn_for
+from telebench.training.batches import BatchStream
+from telebench.training.clock import Clock
+from telebench.training.dataset_bundle import DatasetBundle
+from telebench.training.datasets import load_dataset
+from telebench.training.evaluation import evaluate, loss_fn_for
 from telebench.training.models import build_mlp
 from telebench.training.optimizers import make_optimizer
 from telebench.training.specs import DatasetSpec
+from telebench.training.step import budget_steps, optimizer_step
 
 TRAIN_EVAL_SIZE = 10_000  # the training loss is measured on (at most) this many training samples
 MEASURE_SUBSET_SEED = 0  # the fixed permutation the measurement subset is taken from
+DEVICE = "cpu"  # networks train where build_mlp puts them
 
 
 @dataclass
@@ -84,14 +89,13 @@ def train_network(case: StudyCase, seed: int, data_root: str | None = None) -> N
     model = build_mlp(case.model, seed=seed)
     optimizer = make_optimizer(case.optimizer, model.parameters())
     stream = BatchStream(data.x_train, data.y_train, case.batch_size, seed=seed)
-    steps = int(case.budget_value) if case.budget_kind == "steps" else round(case.budget_value * stream.steps_per_epoch)
-    start = time.perf_counter()
-    for _ in range(steps):
-        x, y = stream.next()
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
-        optimizer.step()
-    train_seconds = time.perf_counter() - start
+    steps = budget_steps(case.budget_kind, case.budget_value, stream.steps_per_epoch)
+    clock = Clock(DEVICE)
+    with clock.span("train"):
+        for _ in range(steps):
+            x, y = stream.next()
+            optimizer_step(model, optimizer, loss_fn, x, y)
+    train_seconds = clock.total("train")
     n = min(TRAIN_EVAL_SIZE, len(data.x_train))
     train_loss, _ = evaluate(model, data.x_train[:n], data.y_train[:n], data.task)
     val_loss, val_accuracy = evaluate(model, data.x_val, data.y_val, data.task)
@@ -99,12 +103,12 @@ def train_network(case: StudyCase, seed: int, data_root: str | None = None) -> N
     if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
         record.status, record.message = "diverged", f"loss became {train_loss} (train) / {val_loss} (validation)"
         return record
-    start = time.perf_counter()
-    batch = measurement_batch(data, case.measure_batch)
-    for metric in case.metrics:
-        value, by_radius = measure(model, data, metric, batch)
-        record.metrics[metric.label] = value
-        if by_radius:
-            record.sharpness_by_radius[metric.label] = by_radius
-    record.measure_seconds = time.perf_counter() - start
+    with clock.span("measure"):
+        batch = measurement_batch(data, case.measure_batch)
+        for metric in case.metrics:
+            value, by_radius = measure(model, data, metric, batch)
+            record.metrics[metric.label] = value
+            if by_radius:
+                record.sharpness_by_radius[metric.label] = by_radius
+    record.measure_seconds = clock.total("measure")
     return record

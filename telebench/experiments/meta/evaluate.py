@@ -1,22 +1,23 @@
 """Meta-testing: run a (trained or untrained) arm on unseen seeds, on a training clock.
 
-The clock covers what an optimizer pays per step: the gradient, the LSTMs, the update and the
-teleport. Measuring a teleport's loss change (two extra forward passes, on the batch and held out)
-runs off the clock, as DESIGN §4 asks of every check.
+The clock (telebench.training.clock, the training clock every kind uses) covers what an optimizer
+pays per step: the gradient, the LSTMs, the update and the teleport. Measuring a teleport's loss
+change (two extra forward passes, on the batch and held out) runs off the clock, as DESIGN §4 asks
+of every check.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from telebench.experiments.meta.optimizer import MetaOptimizer
-from telebench.experiments.meta.task import TaskSpec, sample_task
+from telebench.experiments.meta.task import DEVICE, TaskSpec, sample_task
 from telebench.experiments.meta.train import TeleportLog
+from telebench.training.clock import Clock
 
 
 @dataclass
@@ -46,15 +47,14 @@ def meta_test(optimizer: MetaOptimizer, task_spec: TaskSpec, seeds: Sequence[int
             params = task.init
             state = optimizer.initial_state()
             run = TestRun(seed, [], [0.0])
-            clock = 0.0
+            clock = Clock(DEVICE)
             for _ in range(steps):
-                tick = time.perf_counter()
-                loss, grads = task.loss_and_grads(params, keep_graph=False)
-                with torch.no_grad():
-                    result = optimizer.step(task, params, grads, state)
-                clock += time.perf_counter() - tick
+                with clock.span("step"):
+                    loss, grads = task.loss_and_grads(params, keep_graph=False)
+                    with torch.no_grad():
+                        result = optimizer.step(task, params, grads, state)
                 run.loss.append(float(loss))  # L(W_t), reached at run.seconds[t]
-                run.seconds.append(clock)  # W_{t+1} is reached now
+                run.seconds.append(clock.total("step"))  # W_{t+1} is reached now
                 if not math.isfinite(run.loss[-1]):
                     break
                 if result.state.step_size is not None:

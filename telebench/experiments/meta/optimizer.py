@@ -100,7 +100,8 @@ class MetaOptimizer(nn.Module):
             raise ValueError("update 'learned_lr' reads its step size from the teleport LSTM, so it needs teleport")
         if arm.teleport and teleport is None:
             raise ValueError(f"arm {arm.name!r} teleports but no group was given")
-        self.arm, self.arch, self.apply = arm, arch, teleport
+        # not `self.apply`, which would hide nn.Module.apply
+        self.arm, self.arch, self.teleport_action = arm, arch, teleport
         n_params = sum(lin.weight.numel() + (0 if lin.bias is None else lin.bias.numel()) for lin in arch.linears)
         self.update_lstm = (UpdateLSTM(n_params, lstm.update_design, lstm.update_hidden, lstm.preprocess,
                                        lstm.update_scale) if arm.update == "lstm" else None)
@@ -150,7 +151,8 @@ class MetaOptimizer(nn.Module):
             update = lr * grad
         updated = unflatten(flatten(params) - update.to(grad.dtype), params)
         teleported = None
-        if algebra is not None and self.apply is not None:
-            element = normalise([t.to(grad.dtype) for t in algebra], self.apply.magnitude)
-            teleported = act(self.apply.group, self.arch, updated, element, self.apply.parametrization, task.x)
+        action = self.teleport_action
+        if algebra is not None and action is not None:
+            element = normalise([t.to(grad.dtype) for t in algebra], action.magnitude)
+            teleported = act(action.group, self.arch, updated, element, action.parametrization, task.x)
         return StepResult(updated, teleported, RolloutState(update_state, teleport_state, step_size))

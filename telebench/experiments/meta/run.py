@@ -8,23 +8,25 @@ hits every arm alike. results.json and report.md are written atomically at the e
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from telebench.experiments.meta.evaluate import TestRun, meta_test
 from telebench.experiments.meta.optimizer import MetaOptimizer, TeleportApply
 from telebench.experiments.meta.suite import MetaCase, MetaSuite, load_meta_suite
+from telebench.experiments.meta.task import DEVICE
 from telebench.experiments.meta.train import MetaTrainLog, meta_train
 from telebench.render.meta import SCHEMA, change_summary, write_report
+from telebench.render.progress import progress_bar
 from telebench.results.environment import environment
 from telebench.results.store import atomic_write_text, dumps, now_iso
+from telebench.training.clock import Clock
 
 WARMUP_STEPS = 5
 
@@ -75,6 +77,18 @@ def _train_record(log: MetaTrainLog, tolerance: float) -> dict[str, Any]:
                          "heldout": change_summary(log.teleports.heldout, tolerance)}}
 
 
+def _bar(progress: Progress | None, description: str, total: int) -> Callable[[int], None] | None:
+    """A bar of ``progress`` that a callback fills to n of ``total`` (None without a progress display)."""
+    if progress is None:
+        return None
+    bar = progress.add_task(description, total=total)
+
+    def update(n: int) -> None:
+        progress.update(bar, completed=n)
+
+    return update
+
+
 def run_case(case: MetaCase, progress: Progress | None = None) -> dict[str, Any]:
     """Meta-train and test every arm of one case; the plain-data record the report reads."""
     from telebench.symmetry import get_group
@@ -87,19 +101,18 @@ def run_case(case: MetaCase, progress: Progress | None = None) -> dict[str, Any]
     untrained = {opt.arm.name: meta_test(opt, task, seeds, steps) for opt in arms if opt.learns}
     logs: dict[str, MetaTrainLog] = {}
     for opt in arms:
-        bar = None
-        if progress is not None and opt.learns:
-            bar = progress.add_task(f"{case.name} / {opt.arm.name}: meta-training", total=case.meta_train.trajectories)
-        logs[opt.arm.name] = meta_train(opt, task, case.meta_train.to_spec(),
-                                        None if bar is None else (lambda n, b=bar: progress.update(b, completed=n)))
+        bar = _bar(progress if opt.learns else None, f"{case.name} / {opt.arm.name}: meta-training",
+                   case.meta_train.trajectories)
+        logs[opt.arm.name] = meta_train(opt, task, case.meta_train.to_spec(), bar)
     tested: dict[str, list[TestRun]] = {opt.arm.name: [] for opt in arms}
-    start = time.perf_counter()
-    for opt in arms:
-        meta_test(opt, task, seeds[:1], min(WARMUP_STEPS, steps))
-    for seed in seeds:
+    wall = Clock(DEVICE)
+    with wall.span("test"):
         for opt in arms:
-            tested[opt.arm.name] += meta_test(opt, task, [seed], steps)
-    test_wall = time.perf_counter() - start
+            meta_test(opt, task, seeds[:1], min(WARMUP_STEPS, steps))
+        for seed in seeds:
+            for opt in arms:
+                tested[opt.arm.name] += meta_test(opt, task, [seed], steps)
+    test_wall = wall.total("test")
     return {
         "name": case.name,
         "config": case.model_dump(mode="json"),
@@ -124,7 +137,7 @@ def run_meta_suite(suite: str | Path | MetaSuite, out_dir: Path | None = None, c
     has shown its notes); ``overrides`` (a ``telebench.experiments.pairs.load.Overrides``) apply to a path only.
     ``threads`` replaces the suite's ``threads``.
     """
-    from telebench.experiments.pairs.run import default_out_dir, prepare_out_dir
+    from telebench.results.store import default_out_dir, prepare_out_dir
 
     console = console or Console()
     if isinstance(suite, MetaSuite):
@@ -136,10 +149,9 @@ def run_meta_suite(suite: str | Path | MetaSuite, out_dir: Path | None = None, c
     out = Path(out_dir) if out_dir is not None else default_out_dir(loaded.name)
     prepare_out_dir(out)
     started = now_iso()
-    wall = time.perf_counter()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with _threads(threads or loaded.threads), Progress(*columns, console=console, transient=True) as progress:
-        env = {**environment(["cpu"]), "threads": torch.get_num_threads()}
+    wall = Clock(DEVICE)
+    with wall.span("run"), _threads(threads or loaded.threads), progress_bar(console, transient=True) as progress:
+        env = {**environment([DEVICE]), "threads": torch.get_num_threads()}
         cases = [run_case(case, progress) for case in loaded.cases]
     results = {
         "schema": SCHEMA,
@@ -148,7 +160,7 @@ def run_meta_suite(suite: str | Path | MetaSuite, out_dir: Path | None = None, c
         "description": loaded.description,
         "started": started,
         "finished": now_iso(),
-        "wall_seconds": time.perf_counter() - wall,
+        "wall_seconds": wall.total("run"),
         "environment": env,
         "cases": cases,
     }

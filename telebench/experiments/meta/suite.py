@@ -99,7 +99,8 @@ class LSTMConfig(_Strict):
     def to_spec(self) -> LSTMSpec:
         return LSTMSpec(update_design=self.update_design, update_hidden=self.update_hidden,
                         update_scale=self.update_scale, teleport_hidden=self.teleport_hidden,
-                        preprocess=self.preprocess, step_size_range=tuple(self.step_size_range))
+                        preprocess=self.preprocess,
+                        step_size_range=(self.step_size_range[0], self.step_size_range[1]))
 
 
 class MetaTrainConfig(_Strict):

@@ -16,11 +16,12 @@ import torch
 from torch import Tensor
 
 from telebench.symmetry.architecture import Architecture, Layer, Params, flat, parse, unflat
-from telebench.training.data import load_dataset
+from telebench.training.datasets import load_dataset
 from telebench.training.models import build_mlp
 from telebench.training.specs import DatasetSpec, ModelSpec, freeze
 
 INITS = ("uniform", "default")
+DEVICE = "cpu"  # where every task instance lives, so where meta-training and test clocks run
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -95,14 +96,14 @@ def sample_task(spec: TaskSpec, seed: int, arch: Architecture | None = None) -> 
     dtype = spec.torch_dtype
     params = {"n_train": spec.samples, "n_val": spec.heldout, "n_features": spec.widths[0],
               "n_outputs": spec.widths[-1], "targets": "uniform", "seed": seed}
-    data = load_dataset(DatasetSpec(name="synthetic-regression", params=freeze(params))).to("cpu", dtype)
+    data = load_dataset(DatasetSpec(name="synthetic-regression", params=freeze(params))).to(DEVICE, dtype)
     model = build_mlp(spec.model, seed=seed, dtype=dtype)
     if spec.init == "uniform":
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for p in model.parameters():
                 p.copy_(torch.rand(p.shape, generator=generator, dtype=torch.float64))
-    init = [(w.detach().clone(), None) for w, _ in parse(model).params()]
+    init: Params = [(w.detach().clone(), None) for w, _ in parse(model).params()]
     return Task(arch, data.x_train, data.y_train, data.x_val, data.y_val, init, seed)
 
 

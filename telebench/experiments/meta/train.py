@@ -14,7 +14,6 @@ first window's losses (≈ 5·10⁵ on the paper's task) do not drown the later 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,8 +22,9 @@ from torch import Tensor
 
 from telebench.experiments.meta.action import relative_change
 from telebench.experiments.meta.optimizer import MetaOptimizer
-from telebench.experiments.meta.task import TaskSpec, sample_task
+from telebench.experiments.meta.task import DEVICE, Task, TaskSpec, sample_task
 from telebench.symmetry.architecture import Params
+from telebench.training.clock import Clock
 
 META_LOSSES = ("sum", "log")
 
@@ -63,7 +63,7 @@ class TeleportLog:
 @dataclass
 class MetaTrainLog:
     arm: str
-    seconds: float  # wall-clock time of the whole meta-training, invariance checks included
+    seconds: float  # wall-clock time of the whole meta-training (a training clock), invariance checks included
     meta_steps: int  # Adam steps taken
     trajectory_loss: list[float]  # final loss of each training trajectory: the meta-training curve
     skipped_windows: int  # windows whose meta-loss was not finite (no Adam step was taken)
@@ -77,46 +77,50 @@ def _window_loss(loss: Tensor, kind: str) -> Tensor:
 def meta_train(optimizer: MetaOptimizer, task_spec: TaskSpec, spec: MetaTrainSpec,
                progress: Callable[[int], None] | None = None) -> MetaTrainLog:
     """Train ``optimizer``'s LSTMs in place; plain GD (nothing to learn) returns an empty log."""
-    teleports = TeleportLog()
-    log = MetaTrainLog(optimizer.arm.name, 0.0, 0, [], 0, teleports)
+    log = MetaTrainLog(optimizer.arm.name, 0.0, 0, [], 0, TeleportLog())
     if not optimizer.learns:
         return log
     lrs = {"update": spec.lr_update, "teleport": spec.lr_teleport}
     adam = torch.optim.Adam([{"params": params, "lr": lrs[role]} for role, params in optimizer.groups()])
     arch = task_spec.architecture()
     optimizer.train()
-    start = time.perf_counter()
-    for i, seed in enumerate(spec.seeds):
-        task = sample_task(task_spec, seed, arch)
-        params: Params = task.init
-        state = optimizer.initial_state()
-        window: Tensor | None = None
-        loss, grads = task.loss_and_grads(params, keep_graph=True)
-        for t in range(spec.steps):
-            result = optimizer.step(task, params, grads, state)
-            if result.teleported is not None:
-                teleports.record(task.loss, task.heldout_loss, result.updated, result.teleported)
-            params, state = result.params, result.state
-            loss, grads = task.loss_and_grads(params, keep_graph=True)  # L(W_{t+1}), and the next step's input
-            term = _window_loss(loss, spec.loss)
-            window = term if window is None else window + term
-            if (t + 1) % spec.unroll == 0 or t == spec.steps - 1:
-                if torch.isfinite(window):
-                    adam.zero_grad(set_to_none=True)
-                    window.backward()
-                    adam.step()
-                    log.meta_steps += 1
-                else:
-                    log.skipped_windows += 1
-                params = [(w.detach(), None if b is None else b.detach()) for w, b in params]
-                state = state.detached()
-                window = None
-                if not torch.isfinite(loss):
-                    break  # this trajectory diverged; the next seed starts afresh
-        final = float(loss.detach())
-        log.trajectory_loss.append(final)
-        if progress is not None:
-            progress(i + 1)
-    log.seconds = time.perf_counter() - start
+    clock = Clock(DEVICE)
+    with clock.span("meta_train"):
+        for i, seed in enumerate(spec.seeds):
+            log.trajectory_loss.append(_trajectory(optimizer, adam, sample_task(task_spec, seed, arch), spec, log))
+            if progress is not None:
+                progress(i + 1)
+    log.seconds = clock.total("meta_train")
     optimizer.eval()
     return log
+
+
+def _trajectory(optimizer: MetaOptimizer, adam: torch.optim.Optimizer, task: Task, spec: MetaTrainSpec,
+                log: MetaTrainLog) -> float:
+    """One training trajectory, with an Adam step on the LSTMs every window; its final loss."""
+    params: Params = task.init
+    state = optimizer.initial_state()
+    window: Tensor | None = None
+    loss, grads = task.loss_and_grads(params, keep_graph=True)
+    for t in range(spec.steps):
+        result = optimizer.step(task, params, grads, state)
+        if result.teleported is not None:
+            log.teleports.record(task.loss, task.heldout_loss, result.updated, result.teleported)
+        params, state = result.params, result.state
+        loss, grads = task.loss_and_grads(params, keep_graph=True)  # L(W_{t+1}), and the next step's input
+        term = _window_loss(loss, spec.loss)
+        window = term if window is None else window + term
+        if (t + 1) % spec.unroll == 0 or t == spec.steps - 1:
+            if torch.isfinite(window):
+                adam.zero_grad(set_to_none=True)
+                window.backward()
+                adam.step()
+                log.meta_steps += 1
+            else:
+                log.skipped_windows += 1
+            params = [(w.detach(), None if b is None else b.detach()) for w, b in params]
+            state = state.detached()
+            window = None
+            if not torch.isfinite(loss):
+                break  # this trajectory diverged; the next seed starts afresh
+    return float(loss.detach())

@@ -19,8 +19,7 @@ from pydantic import BaseModel, ValidationError
 from telebench.config import registry
 from telebench.config.base import ModelConfig, check_name
 from telebench.config.errors import key_path, validation_error
-from telebench.config.overrides import Overrides, _apply_set
-from telebench.config.yaml_io import read_yaml
+from telebench.config.overrides import Overrides, read_suite
 from telebench.errors import UserError
 from telebench.experiments.pairs.schema import (
     ArmConfig,
@@ -353,25 +352,22 @@ def _select_cases(source: str, cases: list[Case], wanted: list[str]) -> list[Cas
 
 
 def load_suite(path: str | Path, overrides: Overrides | None = None, *, check_devices: bool = True) -> Suite:
-    """Read, override, validate and resolve a suite; raises UserError with one sentence on any problem.
+    """Read, override, validate and resolve a `kind: train` suite; one UserError sentence on any problem.
 
     `check_devices=False` skips resolving `auto` and checking CUDA (for planning on another machine).
+    Any kind of suite loads through `telebench.experiments.registry.load_config`.
     """
     ov = overrides or Overrides()
     path = Path(path)
-    source = str(path)
-    raw = read_yaml(path)
-    for text in ov.sets:
-        _apply_set(raw, text)
-    kind = raw.get("kind", "train")
-    if kind == "meta":
-        return _load_meta(path, raw, ov)
+    raw, kind = read_suite(path, ov)
     if kind != "train":
-        if kind == "correlation":
-            raise UserError(
-                f"{source}: kind: correlation is a correlation study, which `telebench correlate {source}` runs."
-            )
-        raise UserError(f"{source}: kind: must be 'train' (the default) or 'meta', got {kind!r}.")
+        raise UserError(f"{path}: is a `kind: {kind}` suite, not a train suite; `telebench run {path}` runs it.")
+    return resolve_suite(path, raw, ov, check_devices)
+
+
+def resolve_suite(path: Path, raw: dict[str, Any], ov: Overrides, check_devices: bool) -> Suite:
+    """Validate a train suite's YAML (with --set applied) and resolve its cases against defaults and options."""
+    source = str(path)
     try:
         doc = SuiteFile.model_validate(raw)
     except ValidationError as exc:
@@ -390,16 +386,6 @@ def load_suite(path: str | Path, overrides: Overrides | None = None, *, check_de
         cases = _select_cases(source, cases, ov.cases)
     return Suite(name=doc.name, description=doc.description, defaults=doc.defaults, cases=cases,
                  executor=doc.executor, source=path, notes=notes)
-
-
-def _load_meta(path: Path, raw: dict[str, Any], ov: Overrides) -> Suite:
-    """A `kind: meta` suite (meta-learned optimizers, not trials): validated by telebench.experiments.meta and
-    wrapped so `run` can dispatch on `kind`; it expands to no trials."""
-    from telebench.experiments.meta.suite import load_meta_suite
-
-    meta = load_meta_suite(path, raw, ov)
-    return Suite(name=meta.name, description=meta.description, defaults=CaseConfig(), cases=[], executor="local",
-                 source=path, notes=meta.notes, kind="meta", meta=meta)
 
 
 # ---- expansion --------------------------------------------------------------------------------------

@@ -20,8 +20,11 @@ from torch import nn
 
 from telebench.execution.task import ProgressFn
 from telebench.experiments.pairs.spec import ScheduleSpec, TrialSpec
+from telebench.training.batches import BatchStream
 from telebench.training.clock import Clock, resolve_device
-from telebench.training.data import BatchStream, DatasetBundle, evaluate, load_dataset, loss_fn_for
+from telebench.training.dataset_bundle import DatasetBundle
+from telebench.training.datasets import load_dataset
+from telebench.training.evaluation import evaluate, loss_fn_for
 from telebench.training.models import build_mlp
 from telebench.training.optimizers import apply_state_policy, make_optimizer
 from telebench.training.step import optimizer_step
@@ -51,11 +54,9 @@ def teleport_steps(schedule: ScheduleSpec, steps_per_epoch: int, total_steps: in
 
 def total_steps_for(spec: TrialSpec, steps_per_epoch: int) -> int:
     """Step budget; a seconds budget gets an effectively unbounded step count and stops on the clock."""
-    if spec.budget.kind == "steps":
-        return int(spec.budget.value)
-    if spec.budget.kind == "epochs":
-        return int(round(spec.budget.value * steps_per_epoch))
-    return 10**12
+    from telebench.training.step import budget_steps
+
+    return budget_steps(spec.budget.kind, spec.budget.value, steps_per_epoch)
 
 
 @dataclass
@@ -253,10 +254,12 @@ class PairRunner:
         clocks = arm.clock.read()
         train_s = clocks.get("train", 0.0)
         tele_s = clocks.get("teleport", 0.0)
-        last = next((h for h in reversed(arm.history) if "train_loss" in h), {})
-        test_loss = test_acc = None
-        if arm.status == "ok" and self.data.x_test is not None:
-            test_loss, test_acc = evaluate(arm.model, self.data.x_test, self.data.y_test, self.data.task, spec.eval_batch_size)
+        last: dict[str, Any] = next((h for h in reversed(arm.history) if "train_loss" in h), {})
+        test_loss: float | None = None
+        test_acc: float | None = None
+        x_test, y_test = self.data.x_test, self.data.y_test
+        if arm.status == "ok" and x_test is not None and y_test is not None:
+            test_loss, test_acc = evaluate(arm.model, x_test, y_test, self.data.task, spec.eval_batch_size)
         return {
             "id": spec.id,
             "case": spec.case,

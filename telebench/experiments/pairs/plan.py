@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
 from telebench.experiments.pairs.load import teleport_settings
 from telebench.experiments.pairs.schema import (
     Suite,
@@ -38,3 +42,25 @@ def expand(suite: Suite) -> list[TrialSpec]:
     return plan
 
 
+def group_pairs(plan: Iterable[TrialSpec]) -> list[list[TrialSpec]]:
+    """Arms sharing a pair key, in plan order: the task every executor schedules."""
+    pairs: dict[tuple[str, str, str, int], list[TrialSpec]] = {}
+    for spec in plan:
+        pairs.setdefault(spec.pair_key, []).append(spec)
+    return list(pairs.values())
+
+
+@dataclass
+class Plan:
+    """Trials to run as they are, without a suite file (benchmarks, tests, a plan built in code)."""
+
+    name: str
+    trials: list[TrialSpec]
+    description: str = ""
+    source: Path = Path("<plan>")
+    notes: list[str] = field(default_factory=list)
+    executor: str = "local"
+
+
+def trials_of(config: Suite | Plan) -> list[TrialSpec]:
+    return config.trials if isinstance(config, Plan) else expand(config)

@@ -242,7 +242,7 @@ class SuiteFile(Strict):
     defaults: CaseConfig = Field(default_factory=CaseConfig)
     cases: list[CaseInput] = Field(min_length=1)
     executor: str = "local"
-    kind: Literal["train"] = "train"  # `kind: meta` suites are dispatched to telebench.experiments.meta before this model
+    kind: Literal["train"] = "train"  # other kinds are dispatched to their own schema before this model
 
     @field_validator("name")
     @classmethod
@@ -287,5 +287,3 @@ class Suite(BaseModel):
     executor: str
     source: Path
     notes: list[str] = Field(default_factory=list)  # things the user should see (e.g. `auto` fell back to cpu)
-    kind: Literal["train", "meta"] = "train"
-    meta: Any = None  # kind meta: the validated telebench.experiments.meta.MetaSuite (cases is then empty)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from telebench.training.specs import DatasetSpec, ModelSpec, OptimizerSpec, Params, thaw
 
@@ -107,9 +107,16 @@ class TrialSpec:
     eval_every: int  # steps between evaluations (off the clock)
     target: TargetSpec
     eval_batch_size: int = 1024
+    noun: ClassVar[str] = "arm"  # what executors call one unit of a pair
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def label(self) -> str:
+        return f"{self.case} · {self.optimizer_label} · {self.arm} · seed {self.seed}"
+
+    def task_label(self) -> str:
+        return f"{self.case} · {self.optimizer_label} · seed {self.seed}"
 
     def error_fields(self) -> dict[str, Any]:
         """A record's own fields for this arm when it produced none (see telebench.execution.task.Unit)."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -74,7 +75,8 @@ def _forward_mode(curve: Callable[[Tensor], Tensor], t0: Tensor) -> tuple[Tensor
     def velocity(t: Tensor) -> Tensor:
         return jvp(curve, (t,), (one,))[1]
 
-    return jvp(velocity, (t0,), (one,))
+    # Without has_aux, jvp returns exactly (output, tangent); its stub also admits the has_aux triple.
+    return cast(tuple[Tensor, Tensor], jvp(velocity, (t0,), (one,)))
 
 
 def _derivative(y: Tensor, t: Tensor, create_graph: bool) -> Tensor:
@@ -150,7 +152,8 @@ def prepare_state(group: Group, arch: Architecture, params: Params, inputs: Tens
         x = arch.activate(m, z)
         zs.append(z)
         hs.append(x)
-    changes: dict[str, object] = {"z": zs, "h": hs}
+    # Fields of state's own dataclass (a Forward or a subclass of it): their types differ per key.
+    changes: dict[str, Any] = {"z": zs, "h": hs}
     if any(f.name == "solvers" for f in dataclasses.fields(state)):
         changes["solvers"] = [LeastSquares(h) for h in hs]
     return dataclasses.replace(state, **changes)

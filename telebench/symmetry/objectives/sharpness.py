@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -106,7 +107,11 @@ def draw_directions(
     raw = [(draw(tuple(w.shape)), None if b is None else draw(tuple(b.shape))) for w, b in params]
     if kind != "positive-orthant":  # antithetic pairs ±d: the gradient's linear term cancels exactly
         half = (n + 1) // 2
-        raw = [tuple(None if t is None else torch.cat([t[:half], -t[: n - half]]) for t in layer) for layer in raw]
+
+        def antithetic(t: Tensor) -> Tensor:
+            return torch.cat([t[:half], -t[: n - half]])
+
+        raw = [(antithetic(w), None if b is None else antithetic(b)) for w, b in raw]
 
     def sq_norm(layer: Layer) -> Tensor:
         return sum(t.reshape(n, -1).square().sum(1) for t in layer if t is not None)  # type: ignore[return-value]
@@ -149,7 +154,8 @@ class Probe:
             weight = w + r * dw[None]  # (R, K, out, in)
             z = h @ weight.mT
             if b is not None:
-                z = z + (b + r[..., 0] * db[None])[:, :, None, :]  # (R, K, 1, out)
+                # The directions share params' bias pattern, so db is not None here.
+                z = z + (b + r[..., 0] * cast(Tensor, db)[None])[:, :, None, :]  # (R, K, 1, out)
             clean = F.linear(clean, w, b)
         base = self.loss_fn(arch.activate(len(params) - 1, clean), self.targets)
         n_r, n_k = z.shape[:2]

@@ -1,0 +1,62 @@
+"""The `train` kind: paired training runs of teleport arms and controls against a baseline.
+
+Its unit is a trial (one arm of one case, optimizer, device and seed); its task is a pair, all arms
+that share initial weights and batches, trained interleaved in one worker (DESIGN.md §4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from telebench.analysis.summary import resolve_targets, summarise
+from telebench.config.overrides import Overrides
+from telebench.experiments.pairs.load import resolve_suite
+from telebench.experiments.pairs.loop import run_pair
+from telebench.experiments.pairs.plan import Plan, expand, group_pairs, trials_of
+from telebench.experiments.pairs.schema import Suite
+from telebench.experiments.pairs.spec import TrialSpec
+from telebench.experiments.pairs.view import render_plan, render_validate
+from telebench.render.markdown import write_report
+from telebench.render.terminal import render_terminal
+from telebench.training.datasets import load_dataset
+
+
+class PairsExperiment:
+    kind = "train"
+    journal_name = "results.jsonl"
+    timed = True
+    run_task = staticmethod(run_pair)
+
+    def load(self, path: Path, raw: dict[str, Any], overrides: Overrides, *, check_devices: bool) -> Suite:
+        return resolve_suite(path, raw, overrides, check_devices)
+
+    def show(self, config: Suite, console: Console, *, plan: bool) -> None:
+        (render_plan if plan else render_validate)(config, expand(config), console)
+
+    def plan(self, config: Suite | Plan) -> list[list[TrialSpec]]:
+        return group_pairs(trials_of(config))
+
+    def precheck(self, config: Suite | Plan, data_root: str | None) -> None:
+        """Load each distinct dataset once up front, so missing files stop the run before any training."""
+        for spec in {trial.dataset for trial in trials_of(config)}:
+            load_dataset(spec, data_root)
+
+    def default_threads(self, config: Suite | Plan) -> int | None:
+        return 1  # steady timings for small models: more threads made them slower and erratic on 2 busy cores
+
+    def summarise(self, config: Suite | Plan, records: Sequence[dict[str, Any]], partial: bool) -> dict[str, Any]:
+        trials = resolve_targets(list(records))
+        return {"trials": trials, "summary": summarise(trials)}
+
+    def write_report(self, results: dict[str, Any], out_dir: Path) -> Path:
+        return write_report(results, out_dir)
+
+    def render_terminal(self, results: dict[str, Any], console: Console) -> None:
+        render_terminal(results, console)
+
+
+EXPERIMENT = PairsExperiment()
