@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from telebench.profile.sweep import SweepResult
+from telebench.render.figures import new_figure, save_figure
 
 STYLE = {
     "teleport": ("teleport", "tab:red", "o"),
@@ -25,8 +24,7 @@ def plot_sweep(result: SweepResult, path: Path, title: str) -> Path:
         "gradient": [p.gradient_s for p in result.points],
         "train_step": [p.train_step_s for p in result.points],
     }
-    fig = Figure(figsize=(6.4, 4.2), dpi=110)
-    FigureCanvasAgg(fig)
+    fig = new_figure(6.4, 4.2)
     ax = fig.add_subplot()
     grid = np.geomspace(xs.min(), xs.max(), 50)
     for key, ys in curves.items():
@@ -46,6 +44,4 @@ def plot_sweep(result: SweepResult, path: Path, title: str) -> Path:
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter
 from matplotlib.transforms import blended_transform_factory
+
+from telebench.render.figures import new_figure, save_figure
 
 Curve = tuple[np.ndarray, np.ndarray]  # (x, y), x increasing
 
@@ -95,8 +95,7 @@ def plot_group(
 
     `arms` maps arm label → its trials, baseline first; only `ok` trials are drawn.
     """
-    fig = Figure(figsize=(11, 4.2), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(11, 4.2, layout="constrained")
     ax_step, ax_time = fig.subplots(1, 2, sharey=True)
     colors = [f"C{i}" for i in range(10)]
     styles = ["-", "--", "-.", ":"]  # arms that coincide stay visible
@@ -143,9 +142,7 @@ def plot_group(
             axis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
     ax_step.legend(fontsize=8, loc="best")
     fig.suptitle(f"{title}\nline: median over seeds · band: min–max · ticks: teleports", fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 def _is_num(x: Any) -> bool:

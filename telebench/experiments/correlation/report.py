@@ -108,14 +108,20 @@ def scatter(case: dict[str, Any], label: str, out_dir: Path) -> str:
     return name
 
 
+def _name(results: dict[str, Any]) -> str:
+    """The study's name: `suite` in the one results schema (telebench.results/2), `study` before it."""
+    return str(results.get("suite") or results.get("study"))
+
+
 def render_markdown(results: dict[str, Any], plots: dict[tuple[str, str], str]) -> str:
     env = results["environment"]
+    source = results.get("suite_path") or results.get("source")
     lines = [
-        f"# Correlation study: {results['study']}",
+        f"# Correlation study: {_name(results)}",
         "",
         results.get("description") or "",
         "",
-        f"Created {results['created']} from `{results['source']}` with telebench {env.get('telebench')}, "
+        f"Created {results['created']} from `{source}` with telebench {env.get('telebench')}, "
         f"torch {env.get('torch')}, on {env.get('cpu_model')}."
         + (" **Partial: not every network finished (interrupted, or a network failed); rerun into the same "
            "folder to finish.**" if results.get("partial") else ""),
@@ -171,7 +177,7 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
 
 
 def render_terminal(results: dict[str, Any], console: Console) -> None:
-    table = Table(title=f"correlation with validation loss: {results['study']}")
+    table = Table(title=f"correlation with validation loss: {_name(results)}")
     for column in ("case", "metric", "Pearson r [95% CI]", "Spearman ρ [95% CI]", "verdict"):
         table.add_column(column)
     for case in results["cases"]:

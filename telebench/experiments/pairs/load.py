@@ -14,19 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from telebench.config import registry
-from telebench.config.base import ModelConfig, check_name
+from telebench.config.base import check_name
 from telebench.config.errors import key_path, validation_error
+from telebench.config.merge import Loc, is_set, merge_models, written_at
 from telebench.config.overrides import Overrides, read_suite
 from telebench.errors import UserError
 from telebench.experiments.pairs.schema import (
     ArmConfig,
     BudgetConfig,
     Case,
-    CaseConfig,
-    CaseInput,
     OptimizerConfig,
     Suite,
     SuiteFile,
@@ -36,7 +35,6 @@ from telebench.experiments.pairs.spec import ARMS
 
 __all__ = ["Suite", "Case", "load_suite", "teleport_settings"]
 
-Loc = tuple[str | int, ...]
 
 
 # ---- command-line overrides ---------------------------------------------------------------------
@@ -64,19 +62,6 @@ Loc = tuple[str | int, ...]
 # ---- merging defaults into cases ------------------------------------------------------------------
 
 
-def _is_set(model: Any, keys: Loc) -> bool:
-    for key in keys:
-        if isinstance(key, int):
-            if not isinstance(model, list) or key >= len(model):
-                return False
-            model = model[key]
-        elif not isinstance(model, BaseModel) or key not in model.model_fields_set:
-            return False
-        else:
-            model = getattr(model, key)
-    return True
-
-
 @dataclass
 class _Origin:
     """Where a merged value came from, so an error names the key the user actually wrote."""
@@ -89,10 +74,7 @@ class _Origin:
     def case_key(self, *keys: str | int) -> str:
         if keys[0] in self.options:
             return self.options[str(keys[0])]
-        base: Loc = ("cases", self.index)
-        if not _is_set(self.doc.cases[self.index], keys) and _is_set(self.doc.defaults, keys):
-            base = ("defaults",)
-        return key_path(base + keys)
+        return key_path(written_at(self.doc.cases[self.index], self.doc.defaults, ("cases", self.index), keys) + keys)
 
     def teleport_key(self, opt: int, arm: int, name: str) -> str:
         """The most specific level that set teleport `name`: arm, optimizer, case, then defaults."""
@@ -103,18 +85,9 @@ class _Origin:
             levels.insert(0, ("arms", written, "teleport", name))
         for keys in levels:
             for base, model in ((("cases", self.index), case), (("defaults",), defaults)):
-                if _is_set(model, keys):
+                if is_set(model, keys):
                     return key_path(base + keys)
         return f"teleport.{name} (default)"
-
-
-def _merge(defaults: CaseConfig, case: CaseInput) -> dict[str, Any]:
-    """defaults ← case; `model` and `teleport` merge key by key, every other key is replaced whole."""
-    merged = {**{k: getattr(defaults, k) for k in CaseConfig.model_fields}, **case.given()}
-    if defaults.model is not None and case.model is not None:
-        merged["model"] = ModelConfig(**{**defaults.model.given(), **case.model.given()})
-    merged["teleport"] = TeleportConfig(**{**defaults.teleport.given(), **case.teleport.given()})
-    return merged
 
 
 def teleport_settings(case: Case, optimizer: OptimizerConfig, arm: ArmConfig) -> TeleportConfig:
@@ -294,7 +267,7 @@ def _note_schedules(case: Case, origin: _Origin, notes: list[str]) -> None:
 def _resolve_case(source: str, doc: SuiteFile, index: int, ov: Overrides, notes: list[str],
                   check_devices: bool) -> Case:
     origin = _Origin(doc, index)
-    merged = _merge(doc.defaults, doc.cases[index])
+    merged = merge_models(doc.defaults, doc.cases[index], deep=("model", "teleport"))
     _apply_overrides(merged, ov, origin)
     for key in ("dataset", "model", "optimizers", "budget"):  # the settings with no built-in default
         if merged[key] is None:
