@@ -1,6 +1,6 @@
 """The package's shape, checked from source with `ast` alone (no telebench module is imported).
 
-- no import cycles, counting imports inside functions (docs/architecture.md, "Layers");
+- no import cycles, counting imports inside functions (docs/architecture.md, "The layering rule");
 - imports go only to the same or a lower layer, and one experiment kind never imports another;
 - size limits on files and functions;
 - package `__init__.py` files hold nothing but a docstring, except the public library faces.
@@ -19,6 +19,7 @@ config/registry.py's lazy `_lookup("telebench.training.datasets", ...)`) is an e
 from __future__ import annotations
 
 import ast
+import itertools
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -235,7 +236,7 @@ def test_no_import_cycles() -> None:
         lines.append(f"modules in one cycle: {', '.join(component)}")
         path = _shortest_cycle(graph, component)
         lines.append("  for example:")
-        for module, target in zip(path, path[1:]):
+        for module, target in itertools.pairwise(path):
             lines.append(f"    {_where(module)}:{graph[module][target]} imports {target}")
     assert not cycles, "import cycles in telebench/ (imports inside functions count):\n" + "\n".join(lines)
 

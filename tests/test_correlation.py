@@ -21,9 +21,11 @@ from telebench.analysis.paired_final import paired_differences, render_markdown
 from telebench.cli import app
 from telebench.errors import UserError
 from telebench.execution.journal import Journal, lock
-from telebench.experiments.correlation.run import run_study
-from telebench.experiments.correlation.schema import load_study
+from telebench.experiments.base import RunOutcome, RunRequest
+from telebench.experiments.correlation.experiment import EXPERIMENT as CORRELATION
+from telebench.experiments.correlation.schema import Study, load_study
 from telebench.experiments.correlation.unit import case_key, journal_id, network_id
+from telebench.experiments.runner import run_experiment
 
 STUDY = {
     "kind": "correlation",
@@ -56,6 +58,12 @@ def _edited(edit) -> dict:
     edit(doc)
     return doc
 
+
+
+def run_study(study: Study, out: Path, jobs: int = 1, console: Console | None = None) -> RunOutcome:
+    """A study through the one runner, as `telebench correlate --jobs N` runs it."""
+    request = RunRequest(out_dir=out, executor="process" if jobs > 1 else "local", jobs=jobs if jobs > 1 else None)
+    return run_experiment(CORRELATION, study, request, console or _quiet())
 
 def test_a_study_loads_with_defaults_merged(tmp_path):
     study = load_study(_write(tmp_path, _edited(lambda d: d["cases"][0].update(model={"widths": [64, 12, 10]}))))
@@ -119,7 +127,7 @@ def test_a_study_runs_resumes_and_gives_the_same_networks_in_a_process_pool(tmp_
     assert result.exit_code == 0, result.output
     out = tmp_path / "out"
     results = json.loads((out / "results.json").read_text())
-    assert results["schema"] == "telebench.correlation/1"
+    assert (results["schema"], results["kind"]) == ("telebench.results/2", "correlation")
     (case,) = results["cases"]
     assert [n["seed"] for n in case["networks"]] == [0, 1, 2]
     assert all(n["status"] == "ok" and set(n["metrics"]) == {"sharp", "curv"} for n in case["networks"])
@@ -132,11 +140,11 @@ def test_a_study_runs_resumes_and_gives_the_same_networks_in_a_process_pool(tmp_
 
     # rerunning into the same folder trains nothing new
     again = run_study(load_study(path), out)
-    assert (again.trained, again.resumed) == (0, 3)
+    assert (again.ran, again.skipped) == (0, 3)
 
     # two worker processes train bit-identical networks
     pooled = run_study(load_study(path), tmp_path / "pooled", jobs=2)
-    assert pooled.trained == 3
+    assert pooled.ran == 3
     first = {n["seed"]: n for n in case["networks"]}
     for net in pooled.results["cases"][0]["networks"]:
         ref = first[net["seed"]]
@@ -182,7 +190,8 @@ def _lines(out: Path) -> list[dict]:
 
 
 def _untimed(network: dict) -> dict:
-    return {k: v for k, v in network.items() if not k.endswith("_seconds")}
+    """A network's record without its clock readings (and the executor's `timing` stamps in the journal)."""
+    return {k: v for k, v in network.items() if not k.endswith("_seconds") and k != "timing"}
 
 
 def test_the_journal_supplies_the_id_of_an_old_line_from_its_key(tmp_path):
@@ -205,14 +214,14 @@ def test_a_study_resumes_from_old_lines_without_an_id_and_cuts_a_torn_tail(tmp_p
     study = load_study(_write(tmp_path, STUDY))
     out = tmp_path / "out"
     first = run_study(study, out, console=_quiet())
-    assert (first.trained, first.resumed) == (3, 0)
+    assert (first.ran, first.skipped) == (3, 0)
     lines = _lines(out)
     assert [line["id"] for line in lines] == [network_id(case_key(study.cases[0]), s) for s in (0, 1, 2)]
     # the line format before the shared journal (no id), then a line torn by an interrupted append
     old = "".join(json.dumps({k: v for k, v in line.items() if k != "id"}) + "\n" for line in lines[:2])
     (out / "networks.jsonl").write_text(old + '{"case": "digits", "seed": 2, "sta', encoding="utf-8")
     again = run_study(study, out, console=_quiet())
-    assert (again.trained, again.resumed) == (1, 2)
+    assert (again.ran, again.skipped) == (1, 2)
     networks = [r["cases"][0]["networks"] for r in (first.results, again.results)]
     assert [_untimed(n) for n in networks[1]] == [_untimed(n) for n in networks[0]]
     rows = _lines(out)  # the old lines are kept as written, the torn tail is gone, seed 2 is journaled anew
@@ -220,7 +229,7 @@ def test_a_study_resumes_from_old_lines_without_an_id_and_cuts_a_torn_tail(tmp_p
     assert len(rows) == 3 and _untimed(rows[2]) == _untimed(lines[2])
     # a case whose settings changed trains afresh
     changed = load_study(_write(tmp_path, _edited(lambda d: d["cases"][0].update(budget={"steps": 10}))))
-    assert run_study(changed, out, console=_quiet()).trained == 3
+    assert run_study(changed, out, console=_quiet()).ran == 3
 
 
 def test_a_failing_network_is_recorded_the_study_goes_on_and_a_rerun_retries_it(tmp_path, monkeypatch):
@@ -242,7 +251,7 @@ def test_a_failing_network_is_recorded_the_study_goes_on_and_a_rerun_retries_it(
     assert error["seed"] == 1 and "RuntimeError: out of luck" in error["message"]
     monkeypatch.setattr(unit, "train_network", real)
     again = run_study(study, out, console=_quiet())
-    assert (again.trained, again.resumed) == (1, 2) and not again.results["partial"]
+    assert (again.ran, again.skipped) == (1, 2) and not again.results["partial"]
 
 
 def test_a_second_run_into_a_study_folder_is_refused(tmp_path):

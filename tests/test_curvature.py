@@ -11,7 +11,8 @@ from torch import nn
 
 from telebench.symmetry import SymmetryError, teleport
 from telebench.symmetry.architecture import Architecture, Params, flat, parse
-from telebench.symmetry.groups import Element, Group, get_group
+from telebench.symmetry.group_registry import get_group
+from telebench.symmetry.groups import Element, Group
 from telebench.symmetry.objectives.curvature import (
     Curvature,
     curvature,

@@ -3,6 +3,7 @@ one seed gives one result, and the report is written. Suite errors are in test_m
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,15 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 
 from telebench.config.overrides import overrides_from_options
+from telebench.experiments.base import RunRequest
 from telebench.experiments.meta.action import act, gl_data_act, normalise
 from telebench.experiments.meta.evaluate import meta_test
-from telebench.experiments.meta.run import build_arm, run_case, run_meta_suite
+from telebench.experiments.meta.run import build_arm, run_case
 from telebench.experiments.meta.suite import MetaCase, load_meta_suite
 from telebench.experiments.meta.task import TaskSpec, sample_task
 from telebench.experiments.meta.train import meta_train
-from telebench.experiments.pairs.load import load_suite
+from telebench.experiments.registry import load_config
+from telebench.experiments.runner import run_experiment
 from telebench.symmetry import get_group
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,9 +42,9 @@ def one_thread() -> Iterator[None]:
 
 
 def small_case(name: str, *extra: str) -> MetaCase:
-    suite = load_suite(PAPER, overrides_from_options(sets=[*SMALL, *extra], cases=name))
-    assert suite.kind == "meta"
-    (case,) = suite.meta.cases
+    exp, suite = load_config(PAPER, overrides_from_options(sets=[*SMALL, *extra], cases=name))
+    assert exp.kind == "meta"
+    (case,) = suite.cases
     return case
 
 
@@ -178,10 +182,11 @@ def test_one_seed_gives_identical_curves(rescale_case: MetaCase) -> None:
 
 
 def test_run_meta_suite_writes_the_report(tmp_path: Path) -> None:
-    suite = load_suite(PAPER, overrides_from_options(sets=[*SMALL, "defaults.meta_train.trajectories=2"],
-                                                     arms="gd,lstm-update-tele"))
-    report = run_meta_suite(suite.meta, tmp_path / "out")
-    text = report.read_text()
+    exp, suite = load_config(PAPER, overrides_from_options(sets=[*SMALL, "defaults.meta_train.trajectories=2"],
+                                                           arms="gd,lstm-update-tele"))
+    outcome = run_experiment(exp, suite, RunRequest(out_dir=tmp_path / "out"), Console(file=io.StringIO()))
+    assert outcome.report_path is not None
+    text = outcome.report_path.read_text()
     assert "## Case `leakyrelu-gl-data`" in text and "## Case `relu-rescale`" in text
     assert "### Teleport invariance" in text and "LSTM(update, tele)" in text and "**Shrunk**" in text
     for name in ("leakyrelu-gl-data", "relu-rescale"):

@@ -13,8 +13,7 @@ import yaml
 
 from telebench.config.overrides import overrides_from_options
 from telebench.errors import UserError
-from telebench.experiments.pairs.load import load_suite
-from telebench.experiments.pairs.plan import expand
+from telebench.experiments.registry import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,7 +69,7 @@ BAD: dict[str, tuple[list[str], str]] = {
     "unknown-key": (["defaults.meta_train.unrol=3"], "defaults.meta_train.unrol: unknown key 'unrol'; did you mean 'unroll'?"),
     "unknown-update": (["defaults.arms[0].update=adam"], "defaults.arms[0].update: unknown update 'adam'"),
     "repeated-arm": (["defaults.arms[1].name=gd"], "defaults.arms[1].name: arm name 'gd' repeats arms[0]"),
-    "bad-kind": (["kind=metaa"], "kind: must be 'train' (the default) or 'meta', got 'metaa'."),
+    "bad-kind": (["kind=metaa"], "kind: 'metaa' is not an experiment kind; did you mean 'meta'?"),
 }
 
 
@@ -117,14 +116,14 @@ def test_bad_meta_settings_name_the_key(tmp_path: Path, name: str) -> None:
     sets, expected = BAD[name]
     path = write(tmp_path, GOOD)
     with pytest.raises(UserError) as caught:
-        load_suite(path, overrides_from_options(sets=sets))
+        load_config(path, overrides_from_options(sets=sets))
     assert str(caught.value).startswith(f"{path}: ") and expected in str(caught.value)
 
 
-def test_load_suite_wraps_a_meta_suite(tmp_path: Path) -> None:
-    suite = load_suite(write(tmp_path, GOOD))
-    assert suite.kind == "meta" and suite.cases == [] and expand(suite) == []
-    leaky, relu = suite.meta.cases
+def test_the_loader_dispatches_a_meta_suite_to_its_kind(tmp_path: Path) -> None:
+    exp, suite = load_config(write(tmp_path, GOOD))
+    assert exp.kind == "meta" and [len(task) for task in exp.plan(suite)] == [1, 1]  # a task is one whole case
+    leaky, relu = suite.cases
     assert leaky.teleport.group == "gl-data" and relu.teleport.group == "rescale"
     assert relu.task.widths == [6, 6, 6]  # mappings merge key by key over the defaults
     assert [a.to_spec().lr for a in leaky.arms] == [3e-4, 1e-4]  # the paper's GD and first learned step sizes
@@ -132,14 +131,14 @@ def test_load_suite_wraps_a_meta_suite(tmp_path: Path) -> None:
 
 def test_overrides_map_onto_meta_cases(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD)
-    suite = load_suite(path, overrides_from_options(seeds="50-52", budget_steps=7, cases="relu", arms="tele"))
-    (case,) = suite.meta.cases
+    suite = load_config(path, overrides_from_options(seeds="50-52", budget_steps=7, cases="relu", arms="tele"))[1]
+    (case,) = suite.cases
     assert (case.name, case.test.seeds, case.test.steps, [a.name for a in case.arms]) == ("relu", [50, 51, 52], 7,
                                                                                          ["tele"])
     assert any("--seeds" in note for note in suite.notes)
     with pytest.raises(UserError, match="--eval-every: .* records the loss at every step"):
-        load_suite(path, overrides_from_options(eval_every=5))
+        load_config(path, overrides_from_options(eval_every=5))
     with pytest.raises(UserError, match="--arms: .* defines no arm 'nope'"):
-        load_suite(path, overrides_from_options(arms="nope"))
+        load_config(path, overrides_from_options(arms="nope"))
     with pytest.raises(UserError, match="test.seeds: seed 1 is also a meta-training trajectory"):
-        load_suite(path, overrides_from_options(seeds="1"))
+        load_config(path, overrides_from_options(seeds="1"))

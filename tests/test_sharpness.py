@@ -11,7 +11,7 @@ from torch import nn
 
 from telebench.symmetry import teleport
 from telebench.symmetry.architecture import parse
-from telebench.symmetry.groups import get_group
+from telebench.symmetry.group_registry import get_group
 from telebench.symmetry.objectives.registry import get_objective
 from telebench.symmetry.objectives.sharpness import Sharpness, check_options, draw_directions, sharpness
 from telebench.symmetry.problem import Problem

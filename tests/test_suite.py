@@ -15,9 +15,9 @@ from telebench.config.overrides import Overrides, overrides_from_options
 from telebench.errors import UserError
 from telebench.experiments.pairs.estimate import estimate_seconds
 from telebench.experiments.pairs.load import load_suite
-from telebench.experiments.registry import load_config
 from telebench.experiments.pairs.plan import expand
 from telebench.experiments.pairs.spec import ScheduleSpec, TrialSpec
+from telebench.experiments.registry import load_config
 from telebench.training.specs import thaw
 
 ROOT = Path(__file__).resolve().parents[1]

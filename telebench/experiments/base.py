@@ -11,7 +11,7 @@ atomic results.json and the report.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -52,10 +52,17 @@ class RunOutcome:
 class Loaded(Protocol):
     """A validated config of any kind: its name, where it came from, and notes for the user."""
 
-    name: str
-    description: str
-    source: Path
-    notes: list[str]
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def source(self) -> Path | str: ...
+
+    @property
+    def notes(self) -> Sequence[str]: ...
 
 
 C = TypeVar("C", contravariant=True)  # the kind's validated config
@@ -66,6 +73,11 @@ class Experiment(Protocol[C]):
 
     kind: str  # the YAML `kind:` value and the results file's `kind`
     journal_name: str  # the journal file in the output folder (results.jsonl for `train`)
+
+    @property
+    def journal_key(self) -> Callable[[dict[str, Any]], str] | None:
+        """The id of a journal line written without one (older files), or None: such lines are skipped."""
+        ...
     timed: bool  # whether tasks are timed (then a device runs one task at a time)
 
     def run_task(self, units: list[Any], data_root: str | None, progress: ProgressFn | None) -> list[dict[str, Any]]:

@@ -8,7 +8,6 @@ folder's lock; a second run into it refuses.
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -17,41 +16,16 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from telebench.execution.board import WorkerBoard
-from telebench.execution.journal import Journal, lock
+from telebench.execution.journal import FINISHED_STATUSES, Journal, lock
 from telebench.execution.registry import get_executor
 from telebench.execution.task import Unit
 from telebench.experiments.base import Experiment, Loaded, RunOutcome, RunRequest
+from telebench.render.progress import progress_bar
 from telebench.results.environment import environment
 from telebench.results.schema import header
 from telebench.results.store import atomic_write_text, dumps, now_iso, prepare_out_dir
-
-
-def progress_bar(console: Console, units: str) -> Progress:
-    """The run's progress display; off when output is not a terminal, unless TELEBENCH_PROGRESS=1."""
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn(units),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-        disable=not console.is_terminal and os.environ.get("TELEBENCH_PROGRESS") != "1",
-    )
 
 
 @contextmanager
@@ -80,7 +54,7 @@ def run_experiment(exp: Experiment, config: Loaded, request: RunRequest, console
     with lock(out):
         exp.precheck(config, request.data_root)
         plan = exp.plan(config)
-        journal = Journal(out, exp.journal_name)
+        journal = Journal(out, exp.journal_name, key=exp.journal_key)
         finished = journal.finished()
         for warning in journal.warnings:
             console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
@@ -98,7 +72,7 @@ def run_experiment(exp: Experiment, config: Loaded, request: RunRequest, console
             "started": started,
             "created": now_iso(),
             "wall_seconds": time.perf_counter() - clock,
-            "partial": interrupted or len(done) < len(planned),
+            "partial": interrupted or any(done.get(i, {}).get("status") not in FINISHED_STATUSES for i in planned),
             "environment": environment(sorted({u.device for task in plan for u in task})),
             **exp.summarise(config, [done[i] for i in planned if i in done], interrupted),
         }
@@ -120,7 +94,7 @@ def _execute(exp: Experiment, config: Loaded, request: RunRequest, todo: list[li
     if name != "local":
         options.update(threads=threads, timed=exp.timed)  # workers use a local run's thread count
     executor = get_executor(name, exp.run_task, data_root=request.data_root, **options)
-    progress = progress_bar(console, "units" if exp.kind != "train" else "trials")
+    progress = progress_bar(console, "trials" if exp.kind == "train" else f"{exp.kind} units")
     units = {u.id: u for task in todo for u in task}
     n_todo = len(units)
     bar = progress.add_task(config.name, total=n_todo)

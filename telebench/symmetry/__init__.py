@@ -12,16 +12,9 @@ files or terminals.
 """
 
 from telebench.symmetry.architecture import Architecture, SymmetryError, parse
-from telebench.symmetry.groups import (
-    GROUPS,
-    ExactGroup,
-    GLDataGroup,
-    Group,
-    LinearGroup,
-    RescaleGroup,
-    check_model,
-    get_group,
-)
+from telebench.symmetry.gl_data import GLDataGroup
+from telebench.symmetry.group_registry import GROUPS, check_model, get_group
+from telebench.symmetry.groups import ExactGroup, Group, LinearGroup, RescaleGroup
 from telebench.symmetry.objectives.base import Evaluation, Objective
 from telebench.symmetry.objectives.curvature import Curvature
 from telebench.symmetry.objectives.grad_norm import GradNorm

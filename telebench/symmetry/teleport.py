@@ -18,7 +18,8 @@ from torch import Tensor, nn
 
 from telebench.symmetry import phases
 from telebench.symmetry.architecture import Architecture, Params, flat
-from telebench.symmetry.groups import PARAMETRIZATIONS, Group, check_model, get_group
+from telebench.symmetry.group_registry import check_model, get_group
+from telebench.symmetry.groups import PARAMETRIZATIONS, Group
 from telebench.symmetry.objectives.base import Objective
 from telebench.symmetry.objectives.registry import get_objective
 from telebench.symmetry.problem import LossFn, Problem

@@ -19,10 +19,8 @@ from rich.table import Table
 from telebench.analysis.correlation import METHODS, correlate
 from telebench.experiments.correlation.schema import Study, StudyCase
 from telebench.experiments.correlation.train import NetworkRecord
-from telebench.results.environment import environment
-from telebench.results.store import atomic_write_text, dumps, now_iso
+from telebench.results.store import atomic_write_text
 
-SCHEMA = "telebench.correlation/1"
 TARGETS = {"val_loss": "validation loss", "gap": "generalisation gap (val − train loss)"}
 
 
@@ -39,7 +37,8 @@ def correlations(case: StudyCase, records: Sequence[NetworkRecord]) -> list[dict
     return rows
 
 
-def build_results(study: Study, records: Sequence[NetworkRecord], partial: bool = False) -> dict[str, Any]:
+def case_results(study: Study, records: Sequence[NetworkRecord]) -> list[dict[str, Any]]:
+    """Per case: its settings, its networks in seed order, how many diverged, and the correlations."""
     cases = []
     for case in study.cases:
         mine = sorted((r for r in records if r.case == case.name), key=lambda r: r.seed)
@@ -50,22 +49,7 @@ def build_results(study: Study, records: Sequence[NetworkRecord], partial: bool 
             "diverged": sum(r.status != "ok" for r in mine),
             "correlations": correlations(case, mine),
         })
-    return {
-        "schema": SCHEMA,
-        "study": study.name,
-        "description": study.description,
-        "source": study.source,
-        "created": now_iso(),
-        "partial": partial,
-        "environment": environment(["cpu"]),
-        "cases": cases,
-    }
-
-
-def write_results(results: dict[str, Any], out_dir: Path) -> Path:
-    path = out_dir / "results.json"
-    atomic_write_text(path, dumps(results, indent=2))
-    return path
+    return cases
 
 
 def _fmt(x: float | None, digits: int = 2) -> str:

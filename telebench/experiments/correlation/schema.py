@@ -158,6 +158,7 @@ class Study:
     description: str
     source: str
     cases: tuple[StudyCase, ...]
+    notes: tuple[str, ...] = ()
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -240,8 +241,13 @@ def _resolve(source: str, defaults: StudyCaseConfig, case: CaseInput, index: int
 def load_study(path: str | Path, networks: int | None = None, cases: list[str] | None = None) -> Study:
     """Read and validate a study; ``networks`` overrides every case's count, ``cases`` keeps those cases."""
     path = Path(path)
+    return resolve_study(path, _read(path), networks, cases)
+
+
+def resolve_study(path: Path, raw: dict[str, Any], networks: int | None = None,
+                  cases: list[str] | None = None) -> Study:
+    """Validate a study's YAML (with --set applied) and resolve its cases against its defaults."""
     source = str(path)
-    raw = _read(path)
     try:
         doc = StudyFile.model_validate(raw)
     except ValidationError as exc:

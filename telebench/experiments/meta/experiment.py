@@ -65,6 +65,7 @@ def run_meta_task(units: list[MetaUnit], data_root: str | None, progress: Progre
 class MetaExperiment:
     kind = "meta"
     journal_name = "cases.jsonl"
+    journal_key = None
     timed = True  # its test runs are timed, so a device runs one case at a time
     run_task = staticmethod(run_meta_task)
 

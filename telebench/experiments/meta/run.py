@@ -7,39 +7,22 @@ hits every arm alike. results.json and report.md are written atomically at the e
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
 from rich.progress import Progress
 
 from telebench.experiments.meta.evaluate import TestRun, meta_test
 from telebench.experiments.meta.optimizer import MetaOptimizer, TeleportApply
-from telebench.experiments.meta.suite import MetaCase, MetaSuite, load_meta_suite
+from telebench.experiments.meta.suite import MetaCase
 from telebench.experiments.meta.task import DEVICE
 from telebench.experiments.meta.train import MetaTrainLog, meta_train
-from telebench.render.meta import SCHEMA, change_summary, write_report
-from telebench.render.progress import progress_bar
-from telebench.results.environment import environment
-from telebench.results.store import atomic_write_text, dumps, now_iso
+from telebench.render.meta import change_summary
 from telebench.training.clock import Clock
 
 WARMUP_STEPS = 5
-
-
-@contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def build_arm(case: MetaCase, index: int) -> MetaOptimizer:
@@ -127,47 +110,3 @@ def run_case(case: MetaCase, progress: Progress | None = None) -> dict[str, Any]
             for opt in arms
         ],
     }
-
-
-def run_meta_suite(suite: str | Path | MetaSuite, out_dir: Path | None = None, console: Console | None = None,
-                   overrides: Any = None, *, threads: int | None = None, report: bool = True) -> Path:
-    """Run a meta suite into ``out_dir`` and return the path of report.md (results.json with ``report=False``).
-
-    ``suite`` is a path, or a MetaSuite already loaded by ``telebench.experiments.pairs.load.load_suite`` (whose caller
-    has shown its notes); ``overrides`` (a ``telebench.experiments.pairs.load.Overrides``) apply to a path only.
-    ``threads`` replaces the suite's ``threads``.
-    """
-    from telebench.results.store import default_out_dir, prepare_out_dir
-
-    console = console or Console()
-    if isinstance(suite, MetaSuite):
-        loaded = suite
-    else:
-        loaded = load_meta_suite(suite, overrides=overrides)
-        for note in loaded.notes:
-            console.print(f"[yellow]note:[/] {note}", highlight=False)
-    out = Path(out_dir) if out_dir is not None else default_out_dir(loaded.name)
-    prepare_out_dir(out)
-    started = now_iso()
-    wall = Clock(DEVICE)
-    with wall.span("run"), _threads(threads or loaded.threads), progress_bar(console, transient=True) as progress:
-        env = {**environment([DEVICE]), "threads": torch.get_num_threads()}
-        cases = [run_case(case, progress) for case in loaded.cases]
-    results = {
-        "schema": SCHEMA,
-        "suite": loaded.name,
-        "suite_path": str(loaded.source),
-        "description": loaded.description,
-        "started": started,
-        "finished": now_iso(),
-        "wall_seconds": wall.total("run"),
-        "environment": env,
-        "cases": cases,
-    }
-    path = out / "results.json"
-    atomic_write_text(path, dumps(results))
-    console.print(f"results: {path}", highlight=False)
-    if report:
-        path = write_report(results, out)
-        console.print(f"report:  {path}", highlight=False)
-    return path

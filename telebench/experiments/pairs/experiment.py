@@ -22,12 +22,13 @@ from telebench.experiments.pairs.spec import TrialSpec
 from telebench.experiments.pairs.view import render_plan, render_validate
 from telebench.render.markdown import write_report
 from telebench.render.terminal import render_terminal
-from telebench.training.datasets import load_dataset
+from telebench.training.precheck import check_datasets
 
 
 class PairsExperiment:
     kind = "train"
     journal_name = "results.jsonl"
+    journal_key = None
     timed = True
     run_task = staticmethod(run_pair)
 
@@ -42,8 +43,7 @@ class PairsExperiment:
 
     def precheck(self, config: Suite | Plan, data_root: str | None) -> None:
         """Load each distinct dataset once up front, so missing files stop the run before any training."""
-        for spec in {trial.dataset for trial in trials_of(config)}:
-            load_dataset(spec, data_root)
+        check_datasets((trial.dataset for trial in trials_of(config)), data_root)
 
     def default_threads(self, config: Suite | Plan) -> int | None:
         return 1  # steady timings for small models: more threads made them slower and erratic on 2 busy cores

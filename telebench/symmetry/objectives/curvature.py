@@ -35,7 +35,8 @@ from torch import Tensor, nn
 from torch.func import jvp
 
 from telebench.symmetry.architecture import Architecture, Params, flat, parse
-from telebench.symmetry.groups import Element, ExactGroup, Group, get_group
+from telebench.symmetry.group_registry import get_group
+from telebench.symmetry.groups import Element, ExactGroup, Group
 from telebench.symmetry.linalg import LeastSquares
 from telebench.symmetry.objectives.base import Evaluation, Objective
 from telebench.symmetry.problem import Forward, Problem
