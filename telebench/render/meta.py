@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from telebench.render.figures import new_figure, save_figure
 from telebench.results.store import atomic_write_text
 
 SCHEMA = "telebench.meta/1"
@@ -121,8 +121,7 @@ def _range(values: np.ndarray) -> str:
 
 
 def _figure(n: int, width: float = 5.5) -> tuple[Figure, Any]:
-    fig = Figure(figsize=(width * n, 4.2), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(width * n, 4.2, layout="constrained")
     return fig, fig.subplots(1, n, squeeze=False)[0]
 
 
@@ -153,7 +152,7 @@ def plot_loss(case: dict[str, Any], path: Path) -> Path:
     ax_step.legend(fontsize=8)
     fig.suptitle(f"{case['name']}: median over unseen seeds, band min–max (cut at 10× the initial loss; "
                  "gaps: diverged)")
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 
@@ -183,7 +182,7 @@ def plot_meta_training(case: dict[str, Any], path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.suptitle(f"{case['name']}: meta-training (thin: each trajectory, thick: running median of 10)")
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 
@@ -216,7 +215,7 @@ def plot_teleport_change(case: dict[str, Any], path: Path) -> Path | None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle(f"{case['name']}: loss change of every applied teleport (zeros drawn at {FLOOR:g})")
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 

@@ -28,8 +28,7 @@ from telebench.experiments.correlation.unit import (
 from telebench.experiments.correlation.view import render_study
 from telebench.training.precheck import check_datasets
 
-_TRAIN_ONLY = {"seeds": "--seeds", "devices": "--devices", "arms": "--arms", "budget_steps": "--budget-steps",
-               "eval_every": "--eval-every"}
+_TRAIN_ONLY = {"seeds": "--seeds", "arms": "--arms", "budget_steps": "--budget-steps", "eval_every": "--eval-every"}
 
 
 class CorrelationExperiment:
@@ -43,6 +42,8 @@ class CorrelationExperiment:
         for field, flag in _TRAIN_ONLY.items():
             if getattr(overrides, field) is not None:
                 raise UserError(f"{flag} does not apply to a correlation study ({path}); use --networks or --cases.")
+        if overrides.devices not in (None, ["cpu"]):
+            raise UserError(f"--devices: a correlation study ({path}) trains on the CPU; drop --devices or pass cpu.")
         return resolve_study(path, raw, overrides.networks, overrides.cases)
 
     def show(self, config: Study, console: Console, *, plan: bool) -> None:

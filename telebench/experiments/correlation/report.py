@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
 from telebench.analysis.correlation import METHODS, correlate
 from telebench.experiments.correlation.schema import Study, StudyCase
 from telebench.experiments.correlation.train import NetworkRecord
+from telebench.render.figures import new_figure, save_figure
 from telebench.results.store import atomic_write_text
 
 TARGETS = {"val_loss": "validation loss", "gap": "generalisation gap (val − train loss)"}
@@ -69,8 +68,7 @@ def scatter(case: dict[str, Any], label: str, out_dir: Path) -> str:
     nets = [n for n in case["networks"] if n["status"] == "ok" and label in n["metrics"]]
     x = np.array([n["metrics"][label] for n in nets], dtype=float)
     y = np.array([n["val_loss"] for n in nets], dtype=float)
-    fig = Figure(figsize=(5.0, 3.8), dpi=110)
-    FigureCanvasAgg(fig)
+    fig = new_figure(5.0, 3.8)
     ax = fig.add_subplot()
     ax.scatter(x, y, s=18, alpha=0.8, color="#1f77b4", edgecolors="none")
     finite = np.isfinite(x) & np.isfinite(y)
@@ -88,7 +86,7 @@ def scatter(case: dict[str, Any], label: str, out_dir: Path) -> str:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     name = f"scatter-{case['name']}-{label}.png"
-    fig.savefig(out_dir / name)
+    save_figure(fig, out_dir / name)
     return name
 
 
