@@ -23,6 +23,7 @@ GOOD = textwrap.dedent("""\
     name: t
     defaults:
       budget: {steps: 20}
+      calibration_seeds: [100]
       arms: [baseline, teleport]
     cases:
       - name: a
@@ -47,7 +48,7 @@ def edit(old: str, new: str) -> str:
 # name -> (case, exit code, text expected in the output)
 CASES: dict[str, tuple[Case, int, str]] = {
     "missing-file": (Case(None), 2, "nope.yaml: no such file; check the path"),
-    "not-yaml": (Case(GOOD + "  - name: b\n   bad: [1\n"), 2, "is not valid YAML at line 11, column 4"),
+    "not-yaml": (Case(GOOD + "  - name: b\n   bad: [1\n"), 2, "is not valid YAML at line 12, column 4"),
     "unknown-key": (Case(edit("lr: 0.1", "lrr: 0.1")), 2,
                     "cases[0].optimizers[0].lrr: unknown key 'lrr'; did you mean 'lr'?"),
     "wrong-type": (Case(edit("steps: 20", "steps: twenty")), 2,
@@ -72,9 +73,9 @@ CASES: dict[str, tuple[Case, int, str]] = {
                      "--devices: 'cuda' was asked for but no CUDA device is visible; use cpu, or auto"),
     "auto-notes-cpu": (Case(GOOD, ("--set", "defaults.devices=[auto]")), 0,
                        "note: defaults.devices: auto runs on cpu, because no CUDA device is visible."),
-    "quickstart": (Case("quickstart"), 0, "ok — 2 cases, 60 trials"),
+    "quickstart": (Case("quickstart"), 0, "ok — 2 cases, 132 trials"),
     "list": (Case("quickstart", ("--seeds", "0,1", "--arms", "baseline,random-teleport"), "list"), 0,
-             "quickstart: 16 trials, rough time"),
+             "quickstart: 28 trials, rough time"),
 }
 
 
@@ -128,7 +129,7 @@ def test_errors_are_one_sentence_naming_the_file(outcomes: dict[str, Outcome], n
 
 def test_list_shows_the_plan(outcomes: dict[str, Outcome]) -> None:
     out = outcomes["list"].stdout
-    assert "every trial: device cpu, seeds 0,1, budget 300 steps" in out
+    assert "every trial: device cpu, seeds 0,1, budget 300 steps; calibration seeds" in out
     for text in ("digits-relu", "regression-linear", "random-teleport", "sgd 0.05", "adam 0.001"):
         assert text in out
     assert "reset-only" not in out  # --arms dropped it

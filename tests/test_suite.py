@@ -25,7 +25,7 @@ QUICKSTART = ROOT / "suites" / "quickstart.yaml"
 
 BASE = {
     "name": "t",
-    "defaults": {"budget": {"steps": 40}, "eval_every": 10},
+    "defaults": {"budget": {"steps": 40}, "eval_every": 10, "calibration_seeds": [100]},
     "cases": [
         {
             "name": "digits",
@@ -35,6 +35,11 @@ BASE = {
         }
     ],
 }
+
+
+def compared(plan: list[TrialSpec]) -> list[TrialSpec]:
+    """The trials that are compared: the plan without its calibration baselines."""
+    return [t for t in plan if t.role == "compared"]
 
 
 def write(tmp_path: Path, doc: dict | str, name: str = "suite.yaml") -> Path:
@@ -64,8 +69,12 @@ def no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_quickstart_plan_is_seed_major_with_adjacent_arms() -> None:
     suite = load_suite(QUICKSTART)
-    plan = expand(suite)
-    assert len(plan) == 2 * 2 * 5 * 3  # cases x optimizers x seeds x arms
+    everything = expand(suite)
+    plan = compared(everything)
+    assert len(plan) == 2 * 2 * 10 * 3  # cases x optimizers x seeds x arms
+    calibration = [t for t in everything if t.role == "calibration"]
+    assert len(calibration) == 2 * 2 * 3 and {t.arm_kind for t in calibration} == {"baseline"}
+    assert {t.seed for t in calibration}.isdisjoint(t.seed for t in plan)  # never a compared seed
     assert {t.arm for t in plan} == {"baseline", "teleport", "reset-only"}
     assert {t.optimizer.name for t in plan} == {"sgd", "adam"}
     assert {t.dataset.name for t in plan} <= {"digits", "synthetic-regression"}
@@ -106,6 +115,7 @@ def test_teleport_settings_merge_defaults_case_optimizer_arm(tmp_path: Path) -> 
         name: merge
         defaults:
           budget: {steps: 100}
+          calibration_seeds: [100]
           teleport: {lr: 0.1, steps: 3, batch_size: 50, cap: 5.0, schedule: {every: 20}}
         cases:
           - name: c
@@ -177,7 +187,7 @@ def test_string_numbers_from_yaml_are_accepted(tmp_path: Path) -> None:
 def test_overrides_replace_values_in_every_case(tmp_path: Path) -> None:
     ov = overrides_from_options(seeds="0-2,7", devices="cpu", budget_steps=5, eval_every=1)
     plan = expand(load_suite(write(tmp_path, BASE), ov))
-    assert sorted({t.seed for t in plan}) == [0, 1, 2, 7]
+    assert sorted({t.seed for t in compared(plan)}) == [0, 1, 2, 7]
     assert {(t.budget.kind, t.budget.value, t.eval_every, t.device) for t in plan} == {("steps", 5.0, 1, "cpu")}
 
 
@@ -206,7 +216,7 @@ def test_set_indexes_by_name_and_creates_mappings(tmp_path: Path) -> None:
     suite = load(tmp_path, "cases[digits].optimizers[sgd].lr=0.5", "cases[0].teleport.lr=0.3")
     opt = suite.cases[0].optimizers[0]
     assert opt.lr == 0.5
-    assert expand(suite)[1].teleport.lr == 0.3  # type: ignore[union-attr]
+    assert compared(expand(suite))[1].teleport.lr == 0.3  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(("options", "message"), [
@@ -296,7 +306,7 @@ def test_several_problems_are_counted(tmp_path: Path) -> None:
 
 def test_reset_only_arms_do_not_need_a_fitting_group(tmp_path: Path) -> None:
     suite = load(tmp_path, "cases[0].model.activation=tanh", "cases[0].arms=[baseline, reset-only]")
-    assert [t.arm for t in expand(suite)] == ["baseline", "reset-only"]
+    assert [t.arm for t in compared(expand(suite))] == ["baseline", "reset-only"]
 
 
 def test_teleports_past_the_budget_get_one_note(tmp_path: Path) -> None:
@@ -331,7 +341,7 @@ def test_device_check_can_be_skipped_for_planning(tmp_path: Path) -> None:
 def test_validation_works_without_the_owning_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Registry lookups fall back to the literal lists (and whole-file sizes) when a module is missing."""
     monkeypatch.setattr(suite_registry, "_lookup", lambda module, attr: None)
-    assert len(expand(load(tmp_path))) == 2
+    assert len(compared(expand(load(tmp_path)))) == 2
     assert "larger than the 1797 training samples" in error(tmp_path, "defaults.teleport.batch_size=1798")
     assert "unknown group 'so3'" in error(tmp_path, "defaults.teleport.group=so3")
 
@@ -372,6 +382,7 @@ def test_a_bad_objective_option_is_a_key_path_error(tmp_path) -> None:
         name: bad-objective
         defaults:
           seeds: [0]
+          calibration_seeds: [100]
           devices: [cpu]
           batch_size: 32
           budget: {steps: 10}

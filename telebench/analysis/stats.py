@@ -1,109 +1,53 @@
-"""Statistics over seeds: bootstrap intervals and paired speedups with a significance test.
+"""Statistics over seeds: the paired rules, in one place, for few seeds (3 to 20) and censored misses.
 
-Seeds are few (3 to 10), so everything here is distribution-free: medians, percentile bootstrap
-intervals and the Wilcoxon signed-rank test. A trial that misses its target is kept as an infinite
-time (never dropped), so speedups can be 0 or ∞ and the helpers below handle both.
+Seeds are the unit and the arms of one seed are paired. The methods (details and proofs of validity in
+`telebench.analysis.censored` and `telebench.analysis.verdicts`):
+
+- test: the exact two-sided **sign test** on the seeds whose sign is known (ties dropped); valid under
+  censoring, ties and any distribution;
+- interval: the distribution-free **order-statistic interval** for the median, from the seeds'
+  interval ends; exact or conservative, printed with the level it really reaches (93.75 % at 5 seeds,
+  87.5 % at 4), and called a range below 80 %;
+- a miss is right-censored at what the trial spent, never ∞: where only a bound on a median is known,
+  the bound is what is reported;
+- verdicts: **Holm** over the report's comparisons at α = 0.05; `identical` for arms whose
+  trajectories equal the baseline's; `too few seeds` where no outcome could reach α.
+
+`paired_speedup` and `paired_difference` are the single-comparison forms (no multiplicity correction)
+for callers outside a summary; `telebench.analysis.summary` builds the report's rows.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
 
-ALPHA = 0.05
-MIN_PAIRS = 3  # two seeds on the same side of 1 already give a percentile-bootstrap CI excluding 1
-VERDICTS = ("faster", "slower", "no clear difference")
-VERDICT_RULE = (
-    "a verdict needs at least 3 paired seeds; it is *faster* when the 95% CI of the median speedup lies "
-    "above 1, or when the Wilcoxon p < 0.05 and the median is above 1; *slower* when the CI lies below 1, "
-    "or p < 0.05 and the median is below 1; otherwise *no clear difference*"
+from telebench.analysis.censored import (
+    INTERVAL_NAME,
+    RANGE_BELOW,
+    TEST_NAME,
+    PairedArrays,
+    analyse,
+    bound_kind,
+    censored_log_ratios,
+    worse_is_censored,
 )
+from telebench.analysis.verdicts import ALPHA, CORRECTION_NAME, VERDICTS, decide, min_pairs_for
 
+__all__ = ["ALPHA", "MIN_PAIRS", "VERDICTS", "VERDICT_RULE", "json_number", "paired_speedup", "paired_difference"]
 
-def bootstrap_ci(
-    values: Sequence[float] | np.ndarray,
-    stat: Callable[..., float] = np.median,
-    n_resamples: int = 2000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of `stat` over `values` (seeded, so reports are reproducible).
-
-    Percentile rather than BCa: BCa's jackknife breaks on infinite values and is unstable for a median
-    of a handful of seeds. Infinities are replaced by sentinels just beyond the finite range for the
-    resampling, and interval ends beyond that range are reported as ±inf; this is exact for order
-    statistics such as the median. With fewer than 2 distinct values the interval is degenerate,
-    (stat, stat). NaN values are ignored.
-    """
-    data = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
-    if data.size == 0:
-        return (math.nan, math.nan)
-    if np.unique(data).size < 2:
-        point = float(stat(data))
-        return (point, point)
-    finite = data[np.isfinite(data)]
-    if finite.size == 0:  # only +inf and -inf: nothing finite to resample against
-        return (-math.inf, math.inf)
-    lo_f, hi_f = float(finite.min()), float(finite.max())
-    margin = (hi_f - lo_f) + 1.0
-    sub = np.where(data == math.inf, hi_f + margin, np.where(data == -math.inf, lo_f - margin, data))
-    res = sps.bootstrap(
-        (sub,),
-        stat,
-        n_resamples=n_resamples,
-        confidence_level=confidence,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    )
-    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    return (_unsentinel(low, lo_f, hi_f, margin), _unsentinel(high, lo_f, hi_f, margin))
-
-
-def _unsentinel(x: float, lo_f: float, hi_f: float, margin: float) -> float:
-    """Map an interval end back from sentinel space.
-
-    An end that involves a sentinel (alone, or averaged with a finite value for an even-sized median)
-    lies at least margin/2 beyond the finite range and is infinite; anything else beyond the range is
-    rounding in the percentile and is clipped to the range.
-    """
-    half = 0.5 * margin * (1 - 1e-9)
-    if x >= hi_f + half:
-        return math.inf
-    if x <= lo_f - half:
-        return -math.inf
-    return min(max(x, lo_f), hi_f)
-
-
-@dataclass(frozen=True)
-class PairedResult:
-    """Paired comparison of one arm with the baseline over seeds; ratios are baseline / arm."""
-
-    ratios: tuple[float, ...]  # per compared seed, in input order; 0 = arm missed, inf = baseline missed
-    n_pairs: int  # seeds compared
-    both_missed: int  # seeds excluded because neither arm reached the target
-    median: float | None
-    ci_low: float | None
-    ci_high: float | None
-    p_value: float | None  # Wilcoxon signed-rank, two-sided; None when untestable
-    verdict: str  # one of VERDICTS
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-safe form: JSON has no infinity, so ±inf is written as the string "inf" / "-inf"."""
-        return {
-            "median": json_number(self.median),
-            "ci_low": json_number(self.ci_low),
-            "ci_high": json_number(self.ci_high),
-            "p_value": self.p_value,
-            "verdict": self.verdict,
-            "n_pairs": self.n_pairs,
-            "both_missed": self.both_missed,
-        }
+MIN_PAIRS = min_pairs_for(ALPHA)  # informative seeds an exact two-sided sign test needs at α = 0.05: 6
+VERDICT_RULE = (
+    f"*faster* or *slower* when the {TEST_NAME} on the primary metric has p ≤ {ALPHA:g} after "
+    f"{CORRECTION_NAME} correction over the report's comparisons; *identical* when every evaluation of "
+    "every paired seed equals the baseline's bit for bit; *too few seeds* with fewer than "
+    f"{MIN_PAIRS} informative seeds (seeds whose sign is known and not a tie), since no outcome of the "
+    f"test could then reach {ALPHA:g}; otherwise *no clear difference*"
+)
 
 
 def json_number(x: float | None) -> float | str | None:
@@ -117,85 +61,85 @@ def json_number(x: float | None) -> float | str | None:
     return float(x)
 
 
+@dataclass(frozen=True)
+class PairedResult:
+    """One arm against the baseline on a cost; ratios are baseline / arm (above 1: the arm is faster)."""
+
+    n_pairs: int  # seeds compared (at least one arm reached the target)
+    both_missed: int  # seeds left out: neither arm reached the target
+    n_informative: int  # seeds whose sign is known and not a tie: what the sign test uses
+    median: float | None  # the median speedup where it is known; None where only a bound is
+    median_low: float | None  # the median lies in [median_low, median_high] (0 and ∞ allowed)
+    median_high: float | None
+    bound: str | None  # None (median known), "≥", "≤", "between" or "unknown"
+    ci_low: float | None
+    ci_high: float | None
+    ci_level: float | None  # the level the interval really reaches
+    p_value: float | None  # exact two-sided sign test; None without an informative seed
+    verdict: str  # one of VERDICTS (no correction for multiplicity here)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-safe form: JSON has no infinity, so ±inf is written as the string "inf" / "-inf"."""
+        level = self.ci_level
+        return {
+            "median": json_number(self.median),
+            "median_low": json_number(self.median_low),
+            "median_high": json_number(self.median_high),
+            "bound": self.bound,
+            "ci_low": json_number(self.ci_low),
+            "ci_high": json_number(self.ci_high),
+            "ci_level": level,
+            "ci_kind": None if level is None else ("interval" if level >= RANGE_BELOW else "range"),
+            "p_value": self.p_value,
+            "verdict": self.verdict,
+            "n_pairs": self.n_pairs,
+            "n_informative": self.n_informative,
+            "both_missed": self.both_missed,
+            "test": TEST_NAME,
+            "interval": INTERVAL_NAME,
+        }
+
+
 def paired_speedup(
     base: Sequence[float | None],
     arm: Sequence[float | None],
-    n_resamples: int = 2000,
-    seed: int = 0,
+    base_spent: Sequence[float | None] | None = None,
+    arm_spent: Sequence[float | None] | None = None,
+    alpha: float = ALPHA,
 ) -> PairedResult:
-    """Median per-seed speedup base/arm with a bootstrap 95% CI, a Wilcoxon p-value and a verdict.
+    """Median per-seed speedup base/arm with its order-statistic interval, sign-test p and verdict.
 
-    `base[i]` and `arm[i]` are the same seed's cost (time or steps to target); None is a miss.
-    A miss on the arm gives ratio 0, a miss on the baseline ∞; seeds where both missed carry no
-    information about the ratio and are excluded (counted in `both_missed`).
-
-    The p-value is scipy's two-sided Wilcoxon signed-rank test on the log-ratios (a test of a
-    multiplicative shift). ±∞ log-ratios are replaced by ±(1 + 2·max|finite|), which keeps every sign
-    and rank. Ratios of exactly 1 are dropped (zero_method="wilcox"); with fewer than 2 non-tied
-    pairs p is None. Note that with n pairs the smallest possible p is 2/2ⁿ (0.0625 for 5 seeds).
-
-    Verdict rule (needs ≥ MIN_PAIRS = 3 pairs, otherwise "no clear difference"):
-      faster  if ci_low > 1, or (p < 0.05 and median > 1);
-      slower  if ci_high < 1, or (p < 0.05 and median < 1);
-      else    "no clear difference".
+    `base[i]` and `arm[i]` are the same seed's cost (time or steps to target); None is a miss, which is
+    right-censored at `*_spent[i]` (what that trial spent: its training clock or steps; 0 when not
+    given, which bounds nothing). Seeds where both missed are left out and counted in `both_missed`.
     """
     if len(base) != len(arm):
         raise ValueError(f"paired_speedup needs equal-length inputs, got {len(base)} and {len(arm)}")
-    ratios: list[float] = []
-    both_missed = 0
-    for b, a in zip(base, arm, strict=True):
-        if b is None and a is None:
-            both_missed += 1
-        elif a is None:
-            ratios.append(0.0)
-        elif b is None:
-            ratios.append(math.inf)
-        else:
-            ratios.append(_ratio(float(b), float(a)))
-    n = len(ratios)
-    if n == 0:
-        return PairedResult((), 0, both_missed, None, None, None, None, "no clear difference")
-    median = float(np.median(ratios))
-    low, high = bootstrap_ci(ratios, np.median, n_resamples=n_resamples, seed=seed)
-    p = wilcoxon_log_ratio(ratios)
+    n = len(base)
+    b, a = _array(base), _array(arm)
+    cb = _array(base_spent) if base_spent is not None else np.zeros(n)
+    ca = _array(arm_spent) if arm_spent is not None else np.zeros(n)
+    lo, hi, sign, valid = censored_log_ratios(b, np.nan_to_num(cb), a, np.nan_to_num(ca))
+    res = analyse(lo, hi, sign, valid)
+    both = int((np.isnan(b) & np.isnan(a)).sum())
+    m_lo, m_hi = float(res.median_low[0]), float(res.median_high[0])
+    kind = bound_kind(m_lo, m_hi) if res.n[0] else None
+    word = str(decide(False, res.positives[0] + res.negatives[0], res.p_value[0], res.positives[0],
+                      res.negatives[0], alpha))
     return PairedResult(
-        tuple(ratios), n, both_missed, median, low, high, p, _verdict(n, median, low, high, p)
+        n_pairs=int(res.n[0]),
+        both_missed=both,
+        n_informative=int(res.positives[0] + res.negatives[0]),
+        median=_exp(m_lo) if res.n[0] and kind is None else None,
+        median_low=_exp(m_lo) if res.n[0] else None,
+        median_high=_exp(m_hi) if res.n[0] else None,
+        bound=kind,
+        ci_low=_exp(float(res.ci_low[0])) if res.n[0] else None,
+        ci_high=_exp(float(res.ci_high[0])) if res.n[0] else None,
+        ci_level=float(res.ci_level[0]) if res.n[0] else None,
+        p_value=_p(res),
+        verdict=word,
     )
-
-
-def _ratio(b: float, a: float) -> float:
-    """b/a for non-negative costs; an arm that reached the target at cost 0 (already there) is ∞ faster."""
-    if a == 0.0:
-        return 1.0 if b == 0.0 else math.inf
-    return b / a
-
-
-def wilcoxon_log_ratio(ratios: Sequence[float]) -> float | None:
-    """Two-sided Wilcoxon signed-rank p-value that the log-ratios are centred on 0 (None if untestable)."""
-    with np.errstate(divide="ignore"):
-        logs = np.log(np.asarray(ratios, dtype=float))
-    logs = logs[logs != 0.0]
-    if logs.size < 2:
-        return None
-    finite = logs[np.isfinite(logs)]
-    big = 1.0 + 2.0 * (float(np.abs(finite).max()) if finite.size else 0.0)
-    logs = np.clip(logs, -big, big)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # small-sample and tie warnings: the method choice is scipy's
-        result = sps.wilcoxon(logs, zero_method="wilcox", alternative="two-sided")
-    p = float(result.pvalue)
-    return None if math.isnan(p) else p
-
-
-def _verdict(n: int, median: float, low: float, high: float, p: float | None) -> str:
-    if n < MIN_PAIRS:
-        return "no clear difference"
-    significant = p is not None and p < ALPHA
-    if low > 1.0 or (significant and median > 1.0):
-        return "faster"
-    if high < 1.0 or (significant and median < 1.0):
-        return "slower"
-    return "no clear difference"
 
 
 def paired_difference(
@@ -205,35 +149,52 @@ def paired_difference(
     *,
     min_pairs: int = MIN_PAIRS,
     by_p_value: bool = True,
+    alpha: float = ALPHA,
 ) -> dict[str, Any]:
     """Per-seed arm − baseline differences of a quality metric (e.g. final validation loss).
 
     Seeds where either side has no value (diverged, failed) are left out and counted in `missing`.
-    Returns the median difference, a bootstrap 95 % interval and a two-sided Wilcoxon signed-rank
-    p-value (None with fewer than 2 non-zero differences); the verdict word is "lower", "higher" or
-    "no clear difference" by the same rule as speedups: with at least `min_pairs` pairs, the interval
-    excludes 0, or (when `by_p_value`) p < ALPHA with the median on that side. The verdict is None
-    when no seed has both values.
+    Returns the median difference, its order-statistic interval and the level it reaches
+    (`ci_level`), and the exact two-sided sign-test p-value. The word is "lower" or "higher" when, with
+    at least `min_pairs` pairs, the sign test has p ≤ `alpha` (`by_p_value`, the default) or, with
+    `by_p_value=False`, when the interval excludes 0; "too few seeds" with fewer pairs than
+    `min_pairs`; else "no clear difference"; None when no seed has both values. (`seed` is unused:
+    nothing here is random; it stays for old callers.)
     """
     pairs = list(zip(base, arm, strict=True))
-    diffs = [a - b for b, a in pairs if a is not None and b is not None]
-    out: dict[str, Any] = {"n_pairs": len(diffs), "missing": len(pairs) - len(diffs)}
-    if not diffs:
-        return {**out, "median": None, "ci_low": None, "ci_high": None, "p_value": None, "verdict": None}
-    arr = np.asarray(diffs, dtype=float)
-    median = float(np.median(arr))
-    low, high = bootstrap_ci(arr, seed=seed)
-    nonzero = arr[arr != 0.0]
-    p: float | None = None
-    if nonzero.size >= 2:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            p = float(sps.wilcoxon(nonzero, alternative="two-sided").pvalue)
-        p = None if math.isnan(p) else p
-    significant = by_p_value and p is not None and p < ALPHA
-    verdict = "no clear difference"
-    if len(diffs) >= min_pairs and (low > 0 or (significant and median > 0)):
-        verdict = "higher"
-    elif len(diffs) >= min_pairs and (high < 0 or (significant and median < 0)):
-        verdict = "lower"
-    return {**out, "median": median, "ci_low": low, "ci_high": high, "p_value": p, "verdict": verdict}
+    kept = [(b, a) for b, a in pairs if b is not None and a is not None]
+    out: dict[str, Any] = {"n_pairs": len(kept), "missing": len(pairs) - len(kept)}
+    if not kept:
+        return {**out, "median": None, "ci_low": None, "ci_high": None, "ci_level": None, "p_value": None,
+                "verdict": None}
+    b = np.array([float(x) for x, _ in kept])
+    a = np.array([float(y) for _, y in kept])
+    no = np.zeros(len(kept), dtype=bool)
+    res = analyse(*worse_is_censored(b, no, a, no))  # y = base − arm; reported as arm − base
+    median = -float(res.median_low[0])
+    low, high = -float(res.ci_high[0]), -float(res.ci_low[0])
+    p = _p(res)
+    if len(kept) < min_pairs:
+        verdict = "too few seeds"
+    elif (by_p_value and p is not None and p <= alpha) or (not by_p_value and (low > 0 or high < 0)):
+        lower = res.positives[0] > res.negatives[0] if by_p_value else high < 0  # positive y: the arm lower
+        verdict = "lower" if lower else "higher"
+    else:
+        verdict = "no clear difference"
+    return {**out, "median": median, "ci_low": low, "ci_high": high, "ci_level": float(res.ci_level[0]),
+            "p_value": p, "verdict": verdict}
+
+
+def _array(values: Sequence[float | None]) -> np.ndarray:
+    return np.array([math.nan if v is None else float(v) for v in values], dtype=float)
+
+
+def _p(res: PairedArrays) -> float | None:
+    p = float(res.p_value[0])
+    return None if math.isnan(p) else p
+
+
+def _exp(y: float) -> float:
+    if math.isnan(y):
+        return math.nan
+    return math.inf if y > 709.0 else math.exp(y)

@@ -1,10 +1,14 @@
-"""From finished trials to the `summary` of results.json: targets, time-to-target and paired speedups.
+"""From finished trials to the `summary` of results.json: targets, time-to-target and honest verdicts.
 
 Two pure steps, run after all trials finish (and again by `telebench report`):
-1. `resolve_targets` fixes each comparison's target (absolute, or derived from the baseline's final
-   values) and finds every trial's first evaluation that crosses it.
-2. `summarise` reduces trials to one row per (case, optimizer, device, arm), pairing each arm with the
-   baseline seed by seed. Misses are kept as infinite costs and counted, never dropped.
+1. `resolve_targets` (in `telebench.analysis.targets`) fixes each comparison's target (absolute, or
+   from the calibration baselines) and finds every trial's first evaluation that crosses it.
+2. `summarise` reduces the compared trials to one row per (case, optimizer, device, arm), pairing
+   each arm with the baseline seed by seed on every metric (`telebench.analysis.paired`). A miss is
+   right-censored at what it spent, never ∞ and never dropped. The report's primary metric decides
+   each row's verdict, after Holm correction over all the report's comparisons
+   (`telebench.analysis.verdicts`); the other metrics stand beside it, each corrected over its own
+   family. Calibration trials set targets only: they are never compared and get no row.
 """
 
 from __future__ import annotations
@@ -15,155 +19,118 @@ from typing import Any
 
 import numpy as np
 
-from telebench.analysis.stats import json_number, paired_difference, paired_speedup
+from telebench.analysis.censored import INTERVAL_NAME, TEST_NAME
+from telebench.analysis.paired import (
+    BLOCKS,
+    PRIMARY_METRICS,
+    MetricComparison,
+    Pair,
+    auc_log_loss,
+    compare,
+    seed_spread,
+)
+from telebench.analysis.stats import json_number
+from telebench.analysis.targets import (
+    GroupKey,
+    Trial,
+    baseline_target,
+    final_value,
+    first_crossing,
+    group_key,
+    higher_is_better,
+    is_baseline,
+    is_calibration,
+    resolve_targets,
+    target_spec,
+)
+from telebench.analysis.verdicts import (
+    ALPHA,
+    CORRECTION_NAME,
+    LOSS_WORDS,
+    decide,
+    holm,
+    identical_trajectories,
+    min_pairs_for,
+    noop_reason,
+    seeds_needed,
+)
+from telebench.results.store import finite as _finite
 
-Trial = dict[str, Any]
-GroupKey = tuple[str, str, str]  # (case, optimizer, device): the arms sharing one baseline
+__all__ = [
+    "STATUSES", "GroupKey", "Trial", "baseline_target", "describe", "describe_censored", "final_value",
+    "first_crossing", "group_key", "higher_is_better", "is_baseline", "is_calibration", "relative_loss_change",
+    "resolve_targets", "summarise", "target_spec", "PRIMARY_METRICS",
+]
 
 STATUSES = ("ok", "diverged", "error", "skipped")
+COST_WORDS = {"faster": "faster", "slower": "slower"}
+COMPARISON_FIELDS = (  # the primary metric's result, copied to the top of every compared row
+    "median", "median_low", "median_high", "bound", "scale", "ci_low", "ci_high", "ci_level", "ci_kind",
+    "p_value", "p_adjusted", "n_pairs", "n_informative", "positives", "negatives", "ties", "unknown_sign",
+)
+ROW_FIELDS = ("test", "interval", "correction", "holm_m", "alpha", "min_pairs", "spread", "seeds_needed",
+              "seeds_needed_holm", "identical", "noop_reason")  # None on baseline rows
 
 
-def higher_is_better(metric: str) -> bool:
-    """Accuracy-like metrics improve upwards; losses downwards."""
-    return "accuracy" in metric
-
-
-def group_key(trial: Trial) -> GroupKey:
-    return (str(trial["case"]), str(trial["optimizer"]), str(trial["device"]))
-
-
-def is_baseline(trial: Trial) -> bool:
-    """The arm kind decides (arm labels are free text); fall back to the label for spec-less trials."""
-    kind = (trial.get("spec") or {}).get("arm_kind")
-    return kind == "baseline" if kind is not None else trial.get("arm") == "baseline"
-
-
-def target_spec(trial: Trial) -> dict[str, Any]:
-    """The suite's target for this trial: metric, kind, value, slack."""
-    spec = dict((trial.get("spec") or {}).get("target") or {})
-    spec.setdefault("metric", "train_loss")
-    spec.setdefault("kind", "baseline-final")
-    spec.setdefault("value", None)
-    spec.setdefault("slack", 0.0)
-    return spec
-
-
-def final_value(trial: Trial, metric: str) -> float | None:
-    """The last finite evaluated value of `metric`, from history (the rows targets are checked on),
-    else the trial's `final_<metric>` field."""
-    for row in reversed(trial.get("history") or []):
-        value = _finite(row.get(metric))
-        if value is not None:
-            return value
-    return _finite(trial.get(f"final_{metric}"))
-
-
-def baseline_target(baselines: Iterable[Trial], metric: str, slack: float) -> float | None:
-    """Median over the baseline's successful seeds of its final `metric`, relaxed by `slack` in the
-    helpful direction (loss·(1+slack), accuracy·(1−slack)); None when no baseline seed finished."""
-    finals = [v for t in baselines if t.get("status") == "ok" and (v := final_value(t, metric)) is not None]
-    if not finals:
-        return None
-    factor = 1.0 - slack if higher_is_better(metric) else 1.0 + slack
-    return float(np.median(finals)) * factor
-
-
-def first_crossing(history: Sequence[dict[str, Any]], metric: str, target: float) -> dict[str, Any] | None:
-    """The first evaluation row whose `metric` reaches `target` (≤ for losses, ≥ for accuracy)."""
-    up = higher_is_better(metric)
-    for row in history:
-        value = _finite(row.get(metric))
-        if value is not None and (value >= target if up else value <= target):
-            return row
-    return None
-
-
-def resolve_targets(trials: list[Trial]) -> list[Trial]:
-    """Return copies of `trials` with `target`, `steps_to_target` and `time_to_target_s` filled in.
-
-    A baseline-final target is shared by all arms of one (case, optimizer, device) and computed from
-    that group's baseline arm (see `baseline_target`); an absolute target is the spec's value.
-    Time-to-target is the training clock at the first crossing evaluation. Trials that are not `ok`
-    (diverged, error, skipped) and trials without a target value are misses: both fields None.
-    """
-    baselines: dict[GroupKey, list[Trial]] = {}
-    for trial in trials:
-        if is_baseline(trial):
-            baselines.setdefault(group_key(trial), []).append(trial)
-
-    resolved: list[Trial] = []
-    for trial in trials:
-        spec = target_spec(trial)
-        metric = str(spec["metric"])
-        if spec["kind"] == "absolute":
-            value = _finite(spec["value"])
-        else:
-            value = baseline_target(baselines.get(group_key(trial), []), metric, float(spec["slack"] or 0.0))
-        row = None
-        if value is not None and trial.get("status") == "ok":
-            row = first_crossing(trial.get("history") or [], metric, value)
-        out = dict(trial)
-        out["target"] = {"metric": metric, "value": value, "kind": spec["kind"]}
-        out["steps_to_target"] = int(row["step"]) if row is not None else None
-        out["time_to_target_s"] = float(row["train_clock_s"]) if row is not None else None
-        resolved.append(out)
-    return resolved
-
-
-def summarise(trials: list[Trial]) -> list[dict[str, Any]]:
+def summarise(trials: list[Trial], primary_metric: str = "time_to_target", alpha: float = ALPHA) -> list[dict[str, Any]]:
     """One row per (case, optimizer, device, arm), baseline first, in order of first appearance.
 
     Expects trials that went through `resolve_targets`. Skipped trials are counted but take no part;
-    every other trial is a seed, and a seed that missed the target stays in as an infinite cost.
+    every other compared trial is a seed. `primary_metric` (one of `PRIMARY_METRICS`) carries the
+    verdicts, at level `alpha` after Holm correction over every row that has a p-value on it and is not
+    `identical`.
     """
+    if primary_metric not in PRIMARY_METRICS:
+        raise ValueError(f"unknown primary metric {primary_metric!r}; choose one of {', '.join(PRIMARY_METRICS)}")
     groups: dict[GroupKey, dict[str, list[Trial]]] = {}
     for trial in trials:
-        groups.setdefault(group_key(trial), {}).setdefault(str(trial["arm"]), []).append(trial)
+        if not is_calibration(trial):
+            groups.setdefault(group_key(trial), {}).setdefault(str(trial["arm"]), []).append(trial)
 
     rows: list[dict[str, Any]] = []
+    comparisons: list[dict[str, MetricComparison]] = []
     for (case, optimizer, device), arms in groups.items():
         base_label = next((a for a, ts in arms.items() if any(is_baseline(t) for t in ts)), None)
         base = arms.get(base_label, []) if base_label is not None else None
         order = ([base_label] if base_label is not None else []) + [a for a in arms if a != base_label]
         for arm in order:
-            row = _arm_row(arms[arm], base if arm != base_label else None)
-            rows.append(
-                {
-                    "case": case,
-                    "optimizer": optimizer,
-                    "device": device,
-                    "arm": arm,
-                    "baseline_arm": base_label,
-                    **row,
-                }
-            )
+            row, found = _arm_row(arms[arm], base if arm != base_label else None)
+            rows.append({"case": case, "optimizer": optimizer, "device": device, "arm": arm,
+                         "baseline_arm": base_label, **row})
+            comparisons.append(found)
+    _decide(rows, comparisons, primary_metric, alpha)
     return rows
 
 
-def _arm_row(trials: list[Trial], base: list[Trial] | None) -> dict[str, Any]:
-    """Summary fields of one arm; `base` is the baseline's trials (None for the baseline row itself)."""
+def _arm_row(trials: list[Trial], base: list[Trial] | None) -> tuple[dict[str, Any], dict[str, MetricComparison]]:
+    """Summary fields of one arm (`base`: the baseline's trials, None for the baseline row itself),
+    and its comparisons with the baseline by metric (empty when there is nothing to compare)."""
     trials = sorted(trials, key=lambda t: t.get("seed", 0))
     counts = {s: sum(t.get("status") == s for t in trials) for s in STATUSES}
     ran = [t for t in trials if t.get("status") != "skipped"]
-    times = [_finite(t.get("time_to_target_s")) for t in ran]
-    steps = [t.get("steps_to_target") if isinstance(t.get("steps_to_target"), int) else None for t in ran]
     target = (ran or trials or [{}])[0].get("target") or {}
     accepted = [r for t in ran for r in t.get("teleports") or [] if r.get("accepted", True)]
     row: dict[str, Any] = {
         "arm_kind": (trials[0].get("spec") or {}).get("arm_kind"),
         "n_seeds": len(ran),
         "seeds": [t.get("seed") for t in ran],
-        "misses": sum(v is None for v in times),
+        "misses": sum(_finite(t.get("time_to_target_s")) is None for t in ran),
         "diverged": counts["diverged"],
         "errors": counts["error"],
         "skipped": counts["skipped"],
         "target_metric": target.get("metric"),
         "target_value": target.get("value"),
-        "time_to_target_s": describe(times, miss=math.inf),
-        "steps_to_target": describe(steps, miss=math.inf),
+        "target_peeked": target.get("peeked"),
+        "time_to_target_s": describe_censored(
+            [_finite(t.get("time_to_target_s")) for t in ran], [_spent(t, "train_clock_s") for t in ran]
+        ),
+        "steps_to_target": describe_censored(
+            [_steps(t.get("steps_to_target")) for t in ran], [_spent(t, "steps") for t in ran]
+        ),
         "final_train_loss": describe([_finite(t.get("final_train_loss")) for t in ran]),
         "final_val_loss": describe([_finite(t.get("final_val_loss")) for t in ran]),
         "final_val_accuracy": describe([_finite(t.get("final_val_accuracy")) for t in ran]),
+        "auc_log_train_loss": describe([auc_log_loss(t) if t.get("status") == "ok" else None for t in ran]),
         "teleport_overhead": describe([_finite(t.get("teleport_overhead")) for t in ran]),
         "teleports": sum(len(t.get("teleports") or []) for t in ran),
         "teleports_rejected": sum(len(t.get("teleports") or []) for t in ran) - len(accepted),
@@ -173,45 +140,132 @@ def _arm_row(trials: list[Trial], base: list[Trial] | None) -> dict[str, Any]:
         ),
         "final_test_loss": describe([_finite(t.get("final_test_loss")) for t in ran]),
         "final_test_accuracy": describe([_finite(t.get("final_test_accuracy")) for t in ran]),
-        "speedup_time": None,
-        "speedup_steps": None,
-        "val_loss_change": None,
+        **dict.fromkeys(BLOCKS.values()),
         "verdict": None,
+        "primary_metric": None,
+        **dict.fromkeys(COMPARISON_FIELDS),
+        **dict.fromkeys(ROW_FIELDS),
     }
-    if base is not None and ran:
-        paired_time = paired_speedup(*_pair(base, ran, "time_to_target_s"))
-        row["speedup_time"] = paired_time.to_dict()
-        row["speedup_steps"] = paired_speedup(*_pair(base, ran, "steps_to_target")).to_dict()
-        row["verdict"] = paired_time.verdict
-        row["val_loss_change"] = paired_difference(*_pair(base, ran, "final_val_loss"))
-    return row
+    if base is None or not ran:
+        return row, {}
+    pairs = _pairs(base, ran)
+    found = {metric: compare(pairs, metric) for metric in BLOCKS}
+    for metric, comparison in found.items():
+        row[BLOCKS[metric]] = comparison.block
+    row["identical"] = identical_trajectories(pairs)
+    row["noop_reason"] = noop_reason(ran) if row["identical"] else None
+    return row, found
 
 
-def _pair(base: list[Trial], arm: list[Trial], field: str) -> tuple[list[float | None], list[float | None]]:
-    """Align baseline and arm costs by seed; seeds missing (or skipped) on either side are left out."""
+def _decide(rows: list[dict[str, Any]], comparisons: list[dict[str, MetricComparison]], primary: str,
+            alpha: float) -> None:
+    """Holm over each metric's family of rows, then the verdict words; the primary metric's result
+    is copied to the top of its row with the methods, the correction and the seeds advice."""
+    compared = [i for i, found in enumerate(comparisons) if found]
+    for metric, key in BLOCKS.items():
+        family = [i for i in compared if comparisons[i][metric].p_value is not None and not rows[i]["identical"]]
+        adjusted = holm([comparisons[i][metric].p_value for i in family]) if family else np.array([])
+        p_adj = dict(zip(family, (float(p) for p in adjusted), strict=True))
+        words = COST_WORDS if metric in ("time_to_target", "steps_to_target") else LOSS_WORDS
+        for i in compared:
+            block, res = rows[i][key], comparisons[i][metric].result
+            block["p_adjusted"] = p_adj.get(i)
+            word = str(decide(rows[i]["identical"], res.positives[0] + res.negatives[0], p_adj.get(i),
+                              res.positives[0], res.negatives[0], alpha))
+            block["verdict"] = words.get(word, word)
+            block["holm_m"] = len(family)
+        if metric == primary:
+            for i in compared:
+                _primary_fields(rows[i], comparisons[i][metric], len(family), alpha)
+
+
+def _primary_fields(row: dict[str, Any], comparison: MetricComparison, m: int, alpha: float) -> None:
+    block = row[BLOCKS[comparison.metric]]
+    sigma = seed_spread(comparison)
+    row.update({field: block.get(field) for field in COMPARISON_FIELDS})
+    row.update(
+        primary_metric=comparison.metric,
+        verdict=COST_WORDS.get(block["verdict"]) or _cost_word(block["verdict"]),
+        test=TEST_NAME,
+        interval=INTERVAL_NAME,
+        correction=CORRECTION_NAME,
+        holm_m=m,
+        alpha=alpha,
+        min_pairs=min_pairs_for(alpha),
+        spread=json_number(sigma),
+        seeds_needed=seeds_needed(sigma, alpha=alpha),
+        seeds_needed_holm=seeds_needed(sigma, alpha=alpha / max(m, 1)),
+    )
+
+
+def _cost_word(word: str) -> str:
+    """The row's verdict is always said as faster / slower, whatever the primary metric."""
+    return {"lower": "faster", "higher": "slower"}.get(word, word)
+
+
+def _pairs(base: list[Trial], arm: list[Trial]) -> list[Pair]:
+    """Align baseline and arm trials by seed; seeds missing (or skipped) on either side are left out."""
     base_by_seed = {t.get("seed"): t for t in base if t.get("status") != "skipped"}
-    pairs = [(base_by_seed[t.get("seed")], t) for t in arm if t.get("seed") in base_by_seed]
-    return [_finite(b.get(field)) for b, _ in pairs], [_finite(a.get(field)) for _, a in pairs]
+    return [(base_by_seed[t.get("seed")], t) for t in arm if t.get("seed") in base_by_seed]
 
 
-def describe(values: Sequence[float | None], miss: float | None = None) -> dict[str, Any]:
-    """Median, mean, min and max over seeds, plus the per-seed `values` (None where missing).
+def _spent(trial: Trial, field: str) -> float | None:
+    """What a trial spent (its censoring point when it missed): the field, else its last evaluation's."""
+    value = _finite(trial.get(field))
+    if value is None:
+        last = (trial.get("history") or [{}])[-1]
+        value = _finite(last.get("train_clock_s" if field == "train_clock_s" else "step"))
+    return value
 
-    With `miss` set (∞ for time-to-target), a missing value enters every statistic as that value, so
-    misses are never dropped; otherwise statistics use the present values only and `n` says how many.
-    Infinite results are written as "inf" (JSON has no infinity).
-    """
+
+def _steps(x: Any) -> float | None:
+    return float(x) if isinstance(x, int) and not isinstance(x, bool) else None
+
+
+def describe(values: Sequence[float | None]) -> dict[str, Any]:
+    """Median, mean, min and max over the seeds that have a value, plus the per-seed `values` (None
+    where missing); `n` says how many have one."""
     present = [v for v in values if v is not None]
-    used = [v if v is not None else miss for v in values] if miss is not None else present
     out: dict[str, Any] = {"median": None, "mean": None, "min": None, "max": None}
-    if used:
-        arr = np.asarray(used, dtype=float)
+    if present:
+        arr = np.asarray(present, dtype=float)
         out = {
             k: json_number(float(f(arr)))
             for k, f in (("median", np.median), ("mean", np.mean), ("min", np.min), ("max", np.max))
         }
     out["n"] = len(present)
     out["values"] = [json_number(v) for v in values]
+    return out
+
+
+def describe_censored(values: Sequence[float | None], spent: Sequence[float | None]) -> dict[str, Any]:
+    """A cost over seeds where a miss (None) is only known to exceed what it `spent`.
+
+    The median lies in [median of lower bounds, median of upper bounds]: `median` is a number where
+    those agree, else None, with `median_low`/`median_high` and `bound` ("≥" when most seeds missed).
+    `mean`, `min` and `max` are numbers only where the misses cannot change them. `n` counts the
+    seeds that reached the target, `censored` the rest; `censored_at` holds each miss's bound.
+    """
+    lows = np.array([v if v is not None else (s or 0.0) for v, s in zip(values, spent, strict=True)], dtype=float)
+    highs = np.array([v if v is not None else math.inf for v in values], dtype=float)
+    out: dict[str, Any] = {"median": None, "median_low": None, "median_high": None, "bound": None,
+                           "mean": None, "min": None, "max": None}
+    if len(values):
+        m_lo, m_hi = float(np.median(lows)), float(np.median(highs))
+        known = m_lo == m_hi
+        out.update(
+            median=json_number(m_lo) if known else None,
+            median_low=json_number(m_lo),
+            median_high=json_number(m_hi),
+            bound=None if known else ("≥" if math.isinf(m_hi) else "between"),
+            mean=json_number(float(highs.mean())) if np.isfinite(highs).all() else None,
+            min=json_number(float(lows.min())) if lows.min() == highs.min() else None,
+            max=json_number(float(lows.max())) if lows.max() == highs.max() else None,
+        )
+    out["n"] = sum(v is not None for v in values)
+    out["censored"] = len(values) - out["n"]
+    out["values"] = [json_number(v) for v in values]
+    out["censored_at"] = [json_number(s) if v is None else None for v, s in zip(values, spent, strict=True)]
     return out
 
 
@@ -231,9 +285,3 @@ def _max_abs(values: Iterable[float | None]) -> float | None:
     present = [abs(v) for v in values if v is not None]
     return max(present) if present else None
 
-
-def _finite(x: Any) -> float | None:
-    """A finite float, or None for null, NaN, ±inf and non-numbers (e.g. the "inf" strings)."""
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return None
-    return float(x) if math.isfinite(x) else None

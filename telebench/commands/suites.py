@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 
-from telebench.config.overrides import Overrides
-from telebench.experiments.base import RunOutcome, RunRequest
+from telebench.config.overrides import MAX_PLANNED_UNITS, Overrides
+from telebench.errors import UserError
+from telebench.experiments.base import Experiment, RunOutcome, RunRequest
 from telebench.experiments.registry import get_experiment, load_config
 from telebench.experiments.runner import run_experiment
+from telebench.render.notes import print_notes
 from telebench.results.schema import load_results
 from telebench.results.store import default_out_dir
 
@@ -20,7 +22,17 @@ def show_suite(path: str, overrides: Overrides, *, plan: bool, console: Console 
     """What `validate` (plan=False) and `list` (plan=True) share; `list` plans for any machine, so it
     skips the CUDA check."""
     exp, config = load_config(path, overrides, check_devices=not plan)
+    check_plan_size(exp, config, path)
     exp.show(config, console or Console(), plan=plan)
+
+
+def check_plan_size(exp: Experiment[Any], config: Any, path: str) -> None:
+    """Refuse a plan too big to run (or to hold a journal of) before any work starts."""
+    units = [u for task in exp.plan(config) for u in task]
+    if len(units) > MAX_PLANNED_UNITS:
+        noun = "trial" if exp.kind == "train" else units[0].noun
+        raise UserError(f"{path}: plans {len(units):,} {noun}s, over the limit of {MAX_PLANNED_UNITS:,} per run; "
+                        "narrow it with --seeds or --cases, or split the suite into several.")
 
 
 def run_suite(path: str, overrides: Overrides, request_for: Callable[[str], RunRequest] | None = None,
@@ -28,8 +40,8 @@ def run_suite(path: str, overrides: Overrides, request_for: Callable[[str], RunR
     """Load any suite and run it; `request_for(suite name)` says where and how (default: reports/<suite>-<time>)."""
     console = console or Console()
     exp, config = load_config(path, overrides)
-    for note in config.notes:
-        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    check_plan_size(exp, config, path)
+    print_notes(config.notes, console)
     request = request_for(config.name) if request_for else RunRequest(out_dir=default_out_dir(config.name))
     outcome = run_experiment(exp, config, request, console)
     exp.render_terminal(outcome.results, console)

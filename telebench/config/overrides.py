@@ -14,6 +14,8 @@ from telebench.config.yaml_io import read_yaml
 from telebench.errors import UserError
 
 _PATH_PART = re.compile(r"\.?([A-Za-z_][\w-]*)|\[([^\]]+)\]")
+MAX_SEEDS = 10_000  # seeds one --seeds may give; a run plans at most MAX_PLANNED_UNITS units in all
+MAX_PLANNED_UNITS = 100_000  # units (trials, networks, cases) one run may plan; checked by telebench.commands
 
 
 @dataclass
@@ -46,14 +48,19 @@ def _split(text: str | None) -> list[str] | None:
 
 
 def _parse_seeds(text: str) -> list[int]:
-    seeds: list[int] = []
+    """Seeds from "0,1,2" or "0-4"; the count is checked before any range is expanded."""
+    ranges: list[range] = []
     for part in _split(text) or []:
         lo, dash, hi = part.partition("-")
         try:
-            seeds += list(range(int(lo), int(hi) + 1)) if dash else [int(part)]
+            ranges.append(range(int(lo), int(hi) + 1) if dash else range(int(part), int(part) + 1))
         except ValueError:
             raise UserError(f"--seeds: cannot read {part!r}; give integers or ranges, e.g. 0,1,2 or 0-4.") from None
-    return seeds
+    count = sum(len(r) for r in ranges)
+    if count > MAX_SEEDS:
+        raise UserError(f"--seeds: {text.strip()!r} gives {count:,} seeds, over the limit of {MAX_SEEDS:,} per run; "
+                        "give a smaller range, e.g. --seeds 0-9.")
+    return [seed for r in ranges for seed in r]
 
 
 def overrides_from_options(
@@ -132,8 +139,6 @@ def _list_index(items: list[Any], token: str) -> int | None:
         if isinstance(item, dict) and token in (item.get("name"), item.get("label")) or item == token:
             return i
     return None
-
-
 
 
 def read_suite(path: Path, overrides: Overrides) -> tuple[dict[str, Any], str]:

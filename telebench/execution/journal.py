@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from telebench.errors import UserError
-from telebench.results.store import dumps
+from telebench.results.store import dumps, write_all
 
 FINISHED_STATUSES = ("ok", "diverged", "skipped")  # "error" units are retried on a rerun
 LOCK_NAME = ".telebench.lock"
@@ -68,12 +68,30 @@ class Journal:
         return done
 
     def append(self, record: dict[str, Any]) -> None:
-        """Append one record durably; a torn tail left by a crash is cut off first."""
-        self._repair_tail()
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(dumps(record) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        """Append one record durably; a torn tail left by a crash is cut off first. A write that fails (a full
+        disk) is undone, so the journal never holds half a line, and is a UserError that says how to resume."""
+        line = (dumps(record) + "\n").encode("utf-8")
+        try:
+            self._repair_tail()
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as exc:
+            raise self._write_error(exc) from None
+        try:
+            start = os.fstat(fd).st_size
+            try:
+                write_all(fd, line)
+                os.fsync(fd)
+            except OSError as exc:
+                _truncate(fd, start)
+                raise self._write_error(exc) from None
+        finally:
+            os.close(fd)
+
+    def _write_error(self, exc: OSError) -> UserError:
+        return UserError(
+            f"{self.path}: cannot record a finished unit ({exc.strerror or exc}); every unit recorded "
+            f"before it is kept there, so free some space and rerun with --out {self.path.parent} to resume."
+        )
 
     def _repair_tail(self) -> None:
         if not self.path.is_file():
@@ -94,6 +112,16 @@ class Journal:
                 fh.truncate(keep)
             fh.flush()
             os.fsync(fh.fileno())
+
+
+def _truncate(fd: int, size: int) -> None:
+    """Cut a failed append back off; if even that fails, the next read skips the torn line and the next
+    append cuts it (see `_repair_tail`)."""
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    except OSError:
+        pass
 
 
 def _parse(raw: bytes, key: Callable[[dict[str, Any]], str] | None = None) -> dict[str, Any] | str:
@@ -121,7 +149,11 @@ def _parse(raw: bytes, key: Callable[[dict[str, Any]], str] | None = None) -> di
 def lock(out_dir: Path) -> Iterator[None]:
     """Hold `out_dir` for this run; a second run into the same folder gets one sentence and no lock."""
     path = Path(out_dir) / LOCK_NAME
-    fh = path.open("a+")
+    try:
+        fh = path.open("a+")
+    except OSError as exc:
+        raise UserError(f"--out {out_dir}: cannot take the folder's lock {path} ({exc.strerror or exc}); move it "
+                        "away if it is a folder, or choose another folder with --out.") from None
     try:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -130,10 +162,13 @@ def lock(out_dir: Path) -> Iterator[None]:
                 f"--out {out_dir}: another telebench run is writing this folder; wait for it to finish, "
                 "or choose another folder with --out."
             ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"{os.getpid()}\n")
+            fh.flush()
+        except OSError:
+            pass  # the pid is only a hint for people; the lock itself is held
         yield
     finally:
         fh.close()  # closing releases the lock

@@ -9,6 +9,8 @@ progress goes back through an `EventSink` as small tuples, because callbacks can
 from __future__ import annotations
 
 import atexit
+import ctypes
+import multiprocessing as mp
 import os
 import signal
 import socket
@@ -22,6 +24,8 @@ import torch
 from telebench.errors import UserError
 from telebench.execution.base import run_task_safely
 from telebench.execution.task import Unit, UnitRunner
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 # Event tuples a worker sends while it runs (the parent's tracker reads them):
 #   ("start", pair_index, host, pid)        a worker began a pair
@@ -90,10 +94,27 @@ def execute_pair(task: PairTask, events: EventSink | None = None, extra: dict[st
 _EVENTS: EventSink | None = None  # set once per pool worker by `init_pool_worker`
 
 
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux `PR_SET_PDEATHSIG`), so a parent
+    killed outright (SIGKILL, the OOM killer, a crash) never leaves a worker training under PID 1; and exit
+    now if the parent is already gone. Elsewhere this does nothing: the parent's own handlers end workers."""
+    parent = mp.parent_process()
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl (an odd libc): fall back on the parent's handlers
+            pass
+    if parent is not None and os.getppid() != parent.pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def init_pool_worker(threads: int, events: EventSink) -> None:
     """Pool initializer. Ctrl-C goes to the parent alone, which ends its workers itself; a terminal's
-    SIGINT would otherwise reach every worker of the process group and break the pool mid-trial."""
+    SIGINT would otherwise reach every worker of the process group and break the pool mid-trial. A worker
+    dies with its parent, however the parent ends (see `die_with_parent`)."""
     global _EVENTS
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     _EVENTS = events

@@ -12,11 +12,13 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
+from telebench.errors import UserError
 from telebench.execution.board import WorkerBoard
 from telebench.execution.journal import FINISHED_STATUSES, Journal, lock
 from telebench.execution.registry import get_executor
@@ -24,8 +26,8 @@ from telebench.execution.task import Unit
 from telebench.experiments.base import Experiment, Loaded, RunOutcome, RunRequest
 from telebench.render.progress import progress_bar
 from telebench.results.environment import environment
-from telebench.results.schema import header
-from telebench.results.store import atomic_write_text, dumps, now_iso, prepare_out_dir
+from telebench.results.schema import PAYLOAD, header
+from telebench.results.store import WriteError, atomic_write_text, dumps, now_iso, prepare_out_dir
 
 
 @contextmanager
@@ -56,8 +58,10 @@ def run_experiment(exp: Experiment, config: Loaded, request: RunRequest, console
         plan = exp.plan(config)
         journal = Journal(out, exp.journal_name, key=exp.journal_key)
         finished = journal.finished()
-        for warning in journal.warnings:
+        warnings = list(journal.warnings)
+        for warning in warnings:
             console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+        recorded = len(journal.records())  # lines of earlier runs; this run's come after them
         planned = [u.id for task in plan for u in task]
         done = {i: finished[i] for i in planned if i in finished}
         todo = [[u for u in task if u.id not in done] for task in plan]
@@ -67,6 +71,12 @@ def run_experiment(exp: Experiment, config: Loaded, request: RunRequest, console
             console.print(f"[dim]Resuming in {out}: {len(done)} finished unit(s) skipped, {n_todo} to run.[/]")
         started, clock = now_iso(), time.perf_counter()
         ran, interrupted = _execute(exp, config, request, todo, journal, done, console)
+        # The journal, not the callback, is what was kept: an interrupt can land between a unit's journal
+        # line and the callback's bookkeeping, and every journaled unit belongs in results.json.
+        done.update((r["id"], r) for r in journal.records()[recorded:])
+        if interrupted:
+            console.print(f"[yellow]Interrupted: {len(done)} finished unit(s) kept in {journal.path}; "
+                          f"rerun with --out {request.out_dir} to resume.[/]")
         results = {
             **header(exp.kind, config.name, str(config.source), config.description),
             "started": started,
@@ -74,14 +84,60 @@ def run_experiment(exp: Experiment, config: Loaded, request: RunRequest, console
             "wall_seconds": time.perf_counter() - clock,
             "partial": interrupted or any(done.get(i, {}).get("status") not in FINISHED_STATUSES for i in planned),
             "environment": environment(sorted({u.device for task in plan for u in task})),
-            **exp.summarise(config, [done[i] for i in planned if i in done], interrupted),
+            **_payload(exp, config, [done[i] for i in planned if i in done], finished, set(planned), interrupted,
+                       journal, console),
         }
-        atomic_write_text(out / "results.json", dumps(results, indent=1))
+        _write_results(out, results, journal)
         outcome = RunOutcome(results, out, ran=ran, skipped=len(finished.keys() & set(planned)),
-                             interrupted=interrupted, warnings=journal.warnings)
+                             interrupted=interrupted, warnings=warnings)
         if request.report:
-            outcome.report_path = exp.write_report(results, out)
+            outcome.report_path = _write_report(exp, results, out)
     return outcome
+
+
+def _suite_of(record: dict[str, Any]) -> str | None:
+    spec = record.get("spec")
+    suite = record.get("suite", spec.get("suite") if isinstance(spec, dict) else None)
+    return suite if isinstance(suite, str) else None
+
+
+def _payload(exp: Experiment, config: Loaded, records: list[dict[str, Any]], finished: dict[str, dict[str, Any]],
+             planned: set[str], partial: bool, journal: Journal, console: Console) -> dict[str, Any]:
+    """The kind's results over the plan, plus the units of the same suite that earlier runs recorded in this
+    folder and this plan leaves out (a narrower --seeds), so a rerun never shrinks results.json silently."""
+    payload = dict(exp.summarise(config, records, partial))
+    earlier = {i: r for i, r in finished.items() if i not in planned and _suite_of(r) == config.name}
+    others = sorted({s for r in finished.values() if (s := _suite_of(r)) not in (None, config.name)})
+    key = PAYLOAD.get(exp.kind)
+    if earlier and key is not None and isinstance(payload.get(key), list):
+        everything = exp.summarise(config, records + list(earlier.values()), partial).get(key) or []
+        kept = [item for item in everything if isinstance(item, dict) and item.get("id") in earlier]
+        if kept:
+            payload[key] = payload[key] + kept
+            console.print(f"[yellow]note:[/] results.json also keeps {len(kept)} earlier unit(s) of suite "
+                          f"{escape(config.name)!r} from {journal.path} that this run's plan leaves out; its summary "
+                          f"covers the {len(planned)} planned unit(s) only.", highlight=False)
+    if others:
+        console.print(f"[yellow]note:[/] {journal.path} also holds units of other suites ({escape(', '.join(others))}), "
+                      "which this results.json leaves out; give each suite its own --out.", highlight=False)
+    return payload
+
+
+def _write_results(out: Path, results: dict[str, Any], journal: Journal) -> None:
+    try:
+        atomic_write_text(out / "results.json", dumps(results, indent=1))
+    except WriteError as exc:
+        raise UserError(f"{exc.path}: cannot be written ({exc.reason}); every finished unit is kept in "
+                        f"{journal.path} and any earlier results.json is unchanged, so free some space and rerun "
+                        f"with --out {out} to resume.") from None
+
+
+def _write_report(exp: Experiment, results: dict[str, Any], out: Path) -> Path:
+    try:
+        return exp.write_report(results, out)
+    except OSError as exc:
+        raise UserError(f"{out}: the report cannot be written ({exc.strerror or exc}); results.json is complete, so "
+                        f"free some space and run `telebench report {out / 'results.json'}`.") from None
 
 
 def _execute(exp: Experiment, config: Loaded, request: RunRequest, todo: list[list[Unit]], journal: Journal,
@@ -122,8 +178,6 @@ def _execute(exp: Experiment, config: Loaded, request: RunRequest, todo: list[li
             executor.run(todo, on_unit, on_progress, on_worker=WorkerBoard(progress).update)
             progress.update(bar, completed=n_todo)  # fractional progress can fall a hair short of the total
     except KeyboardInterrupt:
-        console.print(f"[yellow]Interrupted: {len(done)} finished unit(s) kept in {journal.path}; "
-                      f"rerun with --out {request.out_dir} to resume.[/]")
         return ran, True
     finally:
         torch.set_num_threads(before)

@@ -43,10 +43,110 @@ def ci(low: Any, high: Any) -> str:
 
 
 def speedup(block: dict[str, Any] | None) -> str:
-    """ "1.3× [1.1–1.5]", or a dash for the baseline row."""
+    """ "1.3× [1.1–1.5]", "≥ 1.28× [1.1–∞]" where only a bound on the median is known, or a dash."""
     if not block:
         return DASH
-    return f"{ratio(block.get('median'))} [{ci(block.get('ci_low'), block.get('ci_high'))}]"
+    return f"{median_ratio(block)} [{ci(block.get('ci_low'), block.get('ci_high'))}]"
+
+
+def median_ratio(block: dict[str, Any] | None) -> str:
+    """A speedup's median: the number where it is known, else the bound ("≥ 1.28×"), never ∞."""
+    return _bounded(block or {}, ratio)
+
+
+def median_difference(block: dict[str, Any] | None) -> str:
+    """A paired difference's median, signed ("-0.0123", "≥ +0.01")."""
+    return _bounded(block or {}, signed)
+
+
+def median_percent(block: dict[str, Any] | None) -> str:
+    """A relative difference's median as a signed percentage ("-5.3%")."""
+    return _bounded(block or {}, signed_percent)
+
+
+def _bounded(block: dict[str, Any], show: Any) -> str:
+    bound = block.get("bound")
+    if bound is None:
+        return str(show(block.get("median")))
+    if bound == "≥":
+        return f"≥ {show(block.get('median_low'))}"
+    if bound == "≤":
+        return f"≤ {show(block.get('median_high'))}"
+    if bound == "between":
+        return f"{show(block.get('median_low'))}…{show(block.get('median_high'))}"
+    return "unknown"
+
+
+def difference(block: dict[str, Any] | None) -> str:
+    """ "-0.0123 [-0.02, -0.004]": a paired difference's median and interval."""
+    if not block or block.get("n_pairs") == 0 or block.get("median_low") is None:
+        return DASH
+    return f"{median_difference(block)} [{signed(block.get('ci_low'))}, {signed(block.get('ci_high'))}]"
+
+
+def relative(block: dict[str, Any] | None) -> str:
+    """ "-5.3% [-6.1%, -4.4%]": a paired relative difference's median and interval."""
+    if not block or block.get("median_low") is None:
+        return DASH
+    return (f"{median_percent(block)} [{signed_percent(block.get('ci_low'))}, "
+            f"{signed_percent(block.get('ci_high'))}]")
+
+
+def level(x: Any) -> str:
+    """An interval's real level, rounded down so it never claims more: "93.75%", "87.5%"."""
+    v = num(x)
+    if v is None:
+        return DASH
+    pct = math.floor(v * 10000 + 1e-6) / 100
+    return f"{pct:.2f}".rstrip("0").rstrip(".") + "%"
+
+
+def interval_name(block: dict[str, Any] | None) -> str:
+    """ "93.75% CI", or "range" where the level is below what is worth calling an interval."""
+    if not block or block.get("ci_level") is None:
+        return DASH
+    if block.get("ci_kind") == "range":
+        return "range"
+    return f"{level(block.get('ci_level'))} CI"
+
+
+def p_pair(raw: Any, adjusted: Any) -> str:
+    """Raw and Holm-adjusted p: "0.0078 → 0.023"; a dash where there is no test."""
+    if num(raw) is None:
+        return DASH
+    return f"{p_value(raw)} → {p_value(adjusted)}" if num(adjusted) is not None else p_value(raw)
+
+
+def signed(x: Any) -> str:
+    v = num(x)
+    if v is None:
+        return DASH
+    if math.isinf(v):
+        return "∞" if v > 0 else "−∞"
+    return f"{v:+.3g}"
+
+
+def signed_percent(x: Any) -> str:
+    v = num(x)
+    if v is None:
+        return DASH
+    if math.isinf(v):
+        return "∞" if v > 0 else "−∞"
+    return f"{100 * v:+.2g}%"
+
+
+def metric_name(metric: Any) -> str:
+    """The words for a primary metric."""
+    return METRIC_NAMES.get(str(metric), str(metric))
+
+
+METRIC_NAMES = {
+    "time_to_target": "time to target (training clock)",
+    "steps_to_target": "steps to target",
+    "final_train_loss": "final training loss",
+    "final_val_loss": "final validation loss",
+    "auc_log_train_loss": "area under the log training-loss curve",
+}
 
 
 def p_value(p: Any) -> str:
@@ -72,6 +172,17 @@ def steps(x: Any) -> str:
     if math.isinf(v):
         return "miss"
     return f"{v:.0f}"
+
+
+def cost(block: dict[str, Any] | None, unit: Any = seconds) -> str:
+    """An arm's median cost over seeds, "1.2 s", or its bound "≥ 2.5 s" when misses hide it."""
+    if not block:
+        return DASH
+    if block.get("bound") == "≥":
+        return f"≥ {unit(block.get('median_low'))}"
+    if block.get("bound") == "between":
+        return f"{unit(block.get('median_low'))}…{unit(block.get('median_high'))}"
+    return str(unit(block.get("median")))
 
 
 def percent(x: Any) -> str:

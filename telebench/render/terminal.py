@@ -1,4 +1,5 @@
-"""The summary as a rich table: one section per case, one row per optimizer, device and arm."""
+"""The summary as a rich table: one section per case, one row per optimizer, device and arm, then what
+the numbers mean (primary metric, test, interval, correction) and why any arm was identical."""
 
 from __future__ import annotations
 
@@ -10,9 +11,17 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from telebench.analysis.censored import INTERVAL_NAME, TEST_NAME
+from telebench.analysis.verdicts import ALPHA, CORRECTION_NAME, min_pairs_for
 from telebench.render import fmt
 
-VERDICT_STYLE = {"faster": "bold green", "slower": "bold red", "no clear difference": "yellow"}
+VERDICT_STYLE = {
+    "faster": "bold green",
+    "slower": "bold red",
+    "no clear difference": "yellow",
+    "identical": "cyan",
+    "too few seeds": "magenta",
+}
 
 COLUMNS = (
     "case",
@@ -23,18 +32,31 @@ COLUMNS = (
     "misses",
     "time to target",
     "steps to target",
-    "speedup time [95% CI]",
-    "speedup steps [95% CI]",
-    "p (time)",
+    "speedup time [CI]",
+    "speedup steps [CI]",
+    "CI level",
+    "p (raw → Holm)",
+    "seeds for 10%",
     "overhead",
     "max teleport Δloss",
     "verdict",
 )
 
 
+def analysis_settings(results: dict[str, Any]) -> tuple[str, float]:
+    """The report's primary metric and α: results["analysis"], else time to target at 0.05."""
+    analysis = results.get("analysis") or {}
+    return str(analysis.get("primary_metric") or "time_to_target"), float(analysis.get("alpha") or ALPHA)
+
+
+def primary_block(row: dict[str, Any]) -> dict[str, Any]:
+    """The primary metric's fields of a compared row (copied to its top level by the summary)."""
+    return row if row.get("primary_metric") else {}
+
+
 def summary_cells(row: dict[str, Any]) -> list[str]:
     """The table cells of one summary row, as plain text (the markdown table uses the same cells)."""
-    time_block = row.get("speedup_time") or {}
+    prim = primary_block(row)
     return [
         row["case"],
         row["optimizer"],
@@ -42,21 +64,31 @@ def summary_cells(row: dict[str, Any]) -> list[str]:
         row["arm"],
         str(row.get("n_seeds", fmt.DASH)),
         str(row.get("misses", fmt.DASH)),
-        fmt.seconds(fmt.stat(row.get("time_to_target_s"))),
-        fmt.steps(fmt.stat(row.get("steps_to_target"))),
+        fmt.cost(row.get("time_to_target_s"), fmt.seconds),
+        fmt.cost(row.get("steps_to_target"), fmt.steps),
         fmt.speedup(row.get("speedup_time")),
         fmt.speedup(row.get("speedup_steps")),
-        fmt.p_value(time_block.get("p_value")),
+        "range" if prim.get("ci_kind") == "range" else fmt.level(prim.get("ci_level")),
+        fmt.p_pair(prim.get("p_value"), prim.get("p_adjusted")),
+        seeds_advice(row),
         fmt.percent(fmt.stat(row.get("teleport_overhead"))),
         fmt.sci(row.get("max_teleport_loss_change")),
         row.get("verdict") or ("baseline" if row["arm"] == row.get("baseline_arm") else fmt.DASH),
     ]
 
 
-def render_terminal(results: dict[str, Any], console: Console) -> None:
-    """Print one summary table per case; speedups are baseline/arm over paired seeds (median, 95% CI).
+def seeds_advice(row: dict[str, Any]) -> str:
+    """Seeds its spread needs for a 10 % effect: "17" (alone), "17/28" (alone / among the report's m)."""
+    alone, holm = row.get("seeds_needed"), row.get("seeds_needed_holm")
+    if alone is None:
+        return fmt.DASH if row.get("primary_metric") is None or row.get("identical") else "?"
+    return str(alone) if holm in (None, alone) else f"{alone}/{holm}"
 
-    Compact by design (two-line speedup cells, light borders) so that ~105 columns show it unwrapped.
+
+def render_terminal(results: dict[str, Any], console: Console) -> None:
+    """Print one summary table per case, then the methods and notes.
+
+    Compact by design (two-line cells, light borders) so that ~120 columns show it unwrapped.
     """
     rows = results.get("summary") or []
     partial = " · PARTIAL (interrupted run)" if results.get("partial") else ""
@@ -77,11 +109,37 @@ def render_terminal(results: dict[str, Any], console: Console) -> None:
         for row in (r for r in rows if r["case"] == case):
             table.add_row(*_terminal_cells(row))
         console.print(table)
-    console.print(
-        "speedup = baseline / arm per paired seed: median and \\[bootstrap 95% CI]; a miss is never dropped "
-        "(arm miss → 0, baseline miss → ∞); p: Wilcoxon signed-rank on log-speedups (time).",
-        style="dim",
-    )
+    for line in footer_lines(results, rows):
+        console.print(Text(line, style="dim"))
+    for line in note_lines(rows):
+        console.print(Text(line))
+
+
+def footer_lines(results: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """What the columns mean, in a few lines."""
+    metric, alpha = analysis_settings(results)
+    compared = [r for r in rows if r.get("primary_metric")]
+    if compared:
+        metric, alpha = str(compared[0]["primary_metric"]), float(compared[0].get("alpha") or alpha)
+    m = max((int(r.get("holm_m") or 0) for r in compared), default=0)
+    return [
+        f"verdicts on the primary metric, {fmt.metric_name(metric)}: {TEST_NAME}, {CORRECTION_NAME} over "
+        f"{m} comparison(s) at α = {alpha:g}; a verdict needs ≥ {min_pairs_for(alpha)} informative seeds.",
+        f"speedup = baseline / arm per paired seed: median \\[{INTERVAL_NAME}; its real level in 'CI'; "
+        "'range' below 80%]; a miss is censored at its budget, so '≥' marks a bound.",
+        "Δ loss = arm − baseline final loss, relative (train / val); seeds for 10%: seeds its spread needs to "
+        "detect a 10% effect with 80% power (alone / among this report's comparisons).",
+    ]
+
+
+def note_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per identical arm, saying why it did nothing."""
+    return [
+        f"{r['arm']} ({r['optimizer']} on {r['device']}, {r['case']}): identical to the baseline on every "
+        f"seed: {r.get('noop_reason')}."
+        for r in rows
+        if r.get("verdict") == "identical"
+    ]
 
 
 TERMINAL_COLUMNS: tuple[tuple[str, JustifyMethod], ...] = (
@@ -90,10 +148,12 @@ TERMINAL_COLUMNS: tuple[tuple[str, JustifyMethod], ...] = (
     ("seeds", "right"),
     ("miss", "right"),
     ("time to\ntarget", "right"),
-    ("steps to\ntarget", "right"),
     ("speedup\ntime", "right"),
     ("speedup\nsteps", "right"),
-    ("p", "right"),
+    ("CI", "right"),
+    ("Δ loss\ntr / val", "right"),
+    ("p raw\n→ Holm", "right"),
+    ("seeds\nfor 10%", "right"),
     ("over-\nhead", "right"),
     ("max\nΔloss", "right"),
     ("verdict", "left"),
@@ -105,17 +165,24 @@ def _terminal_cells(row: dict[str, Any]) -> list[Text]:
     cells = summary_cells(row)
     device = "" if row["device"] == "cpu" else f" @ {row['device']}"
     two_line = [c.replace(" [", "\n[") for c in (cells[8], cells[9])]
+    losses = fmt.DASH
+    if row.get("train_loss_change") or row.get("val_loss_change"):
+        losses = "\n".join(fmt.median_percent((row.get(k) or {}).get("relative"))
+                           for k in ("train_loss_change", "val_loss_change"))
     out = [
         Text(cells[1] + device),
         Text(cells[3]),
-        *map(Text, cells[4:8]),
+        *map(Text, cells[4:7]),
         *map(Text, two_line),
-        *map(Text, cells[10:13]),
+        Text(cells[10]),
+        Text(losses),
+        Text(cells[11].replace(" → ", "\n→ ")),
+        *map(Text, cells[12:15]),
     ]
-    verdict = cells[13]
+    verdict = cells[15]
     out.append(
         Text(
-            verdict.replace("no clear difference", "no clear\ndifference"),
+            verdict.replace("no clear difference", "no clear\ndifference").replace("too few seeds", "too few\nseeds"),
             style=VERDICT_STYLE.get(verdict, ""),
         )
     )

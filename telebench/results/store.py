@@ -21,18 +21,44 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+class WriteError(UserError):
+    """A results file could not be written (a full disk, say); nothing half-written was left behind."""
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        self.path = path
+        self.reason = exc.strerror or str(exc)
+        super().__init__(f"{path}: cannot be written ({self.reason}); any earlier {path.name} is unchanged, so "
+                         "free some space (or fix the folder's permissions) and try again.")
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is written (a write may be short); OSError (ENOSPC, EIO, ...) propagates."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder and rename, so readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    """Write via a temp file in the same folder and rename, so readers never see a partial file; any OSError
+    (a full disk) is a WriteError, with the temp file removed and an earlier file left as it was."""
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, so the file cannot be written there; move the folder away and rerun.")
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise WriteError(path, exc) from None
+    try:
+        try:
+            write_all(fd, text.encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise WriteError(path, exc) from None
         raise
 
 
@@ -73,8 +99,17 @@ def default_out_dir(suite_name: str) -> Path:
     return Path("reports") / f"{suite_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
+OUTPUT_FILES = ("results.json", "report.md", "profile.json", "profile.md")  # what the commands write into --out
+
+
 def prepare_out_dir(out: Path) -> None:
     """Fail before training starts, not after, when results could not be written."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file, not a folder; choose a folder with --out.")
+    for name in OUTPUT_FILES:
+        if (out / name).is_dir():
+            raise UserError(f"--out {out}: {name} there is a folder, so results cannot be written; move it away, "
+                            "or choose another folder with --out.")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".telebench-write-test"

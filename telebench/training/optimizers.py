@@ -54,6 +54,14 @@ def optimizer_kwargs_allowed(name: str) -> frozenset[str]:
     return frozenset(p for p in signature.parameters if p not in ("self", "params", "lr"))
 
 
+def keeps_state(name: str, kwargs: dict[str, Any] | None = None) -> bool:
+    """Whether the optimizer carries state between steps: plain SGD (momentum 0) has none to reset."""
+    if name not in ("sgd", "momentum"):
+        return True
+    momentum = {**_DEFAULT_KWARGS.get(name, {}), **(kwargs or {})}.get("momentum", 0.0)
+    return bool(momentum)
+
+
 def make_optimizer(spec: OptimizerSpec, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
     """Build the torch optimizer named by `spec`; `momentum` is SGD with momentum 0.9 unless kwargs say otherwise."""
     _check_name(spec.name)

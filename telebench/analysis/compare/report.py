@@ -64,6 +64,9 @@ class CompareReport:
 
     @property
     def exit_code(self) -> int:
+        """0 pass, 1 a failing row, 2 nothing compared (a wrong file must not pass a CI check)."""
+        if not self.rows:
+            return 2
         return 1 if self.failures else 0
 
     def counts(self) -> dict[str, int]:

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from telebench.experiments.meta.suite import MetaCase, MetaSuite
 from telebench.render.meta import arm_label
+from telebench.render.notes import print_notes
 
 # Rough meta-training cost per step and learned arm on one CPU thread (measured on a shared 2-core
 # machine: 1-4 ms for the update LSTM, less for the teleport-only arm); test runs are negligible.
@@ -21,8 +22,7 @@ def estimate_seconds(case: MetaCase) -> float:
 
 
 def _notes(suite: MetaSuite, console: Console) -> None:
-    for note in suite.notes:
-        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    print_notes(suite.notes, console)
 
 
 def render_meta_validate(suite: MetaSuite, console: Console) -> None:

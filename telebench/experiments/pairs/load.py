@@ -32,6 +32,8 @@ from telebench.experiments.pairs.schema import (
     TeleportConfig,
 )
 from telebench.experiments.pairs.spec import ARMS
+from telebench.training.optimizers import keeps_state
+from telebench.training.step import budget_steps
 
 __all__ = ["Suite", "Case", "load_suite", "teleport_settings"]
 
@@ -190,6 +192,11 @@ def _check_batches_and_groups(source: str, case: Case, origin: _Origin) -> None:
     if n_train is not None and case.batch_size > n_train:
         raise _fail(source, origin.case_key("batch_size"), f"{case.batch_size} is larger than the {n_train} "
                     f"training samples of {case.dataset.name}; use at most {n_train}")
+    epochs = case.budget.epochs
+    if n_train is not None and epochs is not None and budget_steps("epochs", epochs, n_train // case.batch_size) < 1:
+        per_epoch = n_train // case.batch_size
+        raise _fail(source, origin.case_key("budget", "epochs"), f"{epochs:g} epochs of {per_epoch} steps (batch "
+                    f"{case.batch_size}) is no training step at all; give at least {1 / per_epoch:.3g} epochs")
     activation = case.model.activation
     for j, opt in enumerate(case.optimizers):
         for k, arm in enumerate(case.arms):
@@ -221,6 +228,15 @@ def _check_target(source: str, case: Case, origin: _Origin, arms_option: bool) -
         fix = "keep baseline in --arms" if arms_option else "add `baseline` to the arms"
         raise _fail(source, origin.case_key("target"), f"a baseline_final target needs a baseline arm; {fix} "
                     "or give an absolute `value`")
+    if case.target.value is None and not case.calibration_seeds:
+        raise _fail(source, origin.case_key("target"), "a baseline_final target needs calibration seeds, baseline "
+                    "runs that set the target and are never compared (a target taken from the compared seeds "
+                    "makes some of them miss it by construction); add e.g. `calibration_seeds: [100, 101, 102]` "
+                    "to the case or to defaults, or give an absolute `value`")
+    shared = sorted(set(case.seeds) & set(case.calibration_seeds))
+    if shared:
+        raise _fail(source, origin.case_key("calibration_seeds"), f"seeds {shared} are also compared seeds; "
+                    "calibration seeds must be disjoint from `seeds`")
 
 
 def _note(notes: list[str], text: str) -> None:
@@ -264,6 +280,19 @@ def _note_schedules(case: Case, origin: _Origin, notes: list[str]) -> None:
                       f"{case.budget.steps} steps and never happen.")
 
 
+def _note_no_ops(case: Case, origin: _Origin, notes: list[str]) -> None:
+    """A control that cannot differ from the baseline is worth running (it shows up as `identical`), but
+    the author should know before reading its row as evidence."""
+    for k, arm in enumerate(case.arms):
+        if arm.kind != "reset-only":
+            continue
+        for opt in case.optimizers:
+            if not keeps_state(opt.name, opt.kwargs):
+                _note(notes, f"warning: {origin.case_key('arms', k)}: reset-only with {opt.label} does nothing, "
+                      f"because {opt.name} without momentum keeps no optimizer state to reset; its trials will "
+                      "equal the baseline's (the suite still runs).")
+
+
 def _resolve_case(source: str, doc: SuiteFile, index: int, ov: Overrides, notes: list[str],
                   check_devices: bool) -> Case:
     origin = _Origin(doc, index)
@@ -288,6 +317,7 @@ def _resolve_case(source: str, doc: SuiteFile, index: int, ov: Overrides, notes:
     if check_devices:
         _resolve_devices(source, case, origin, notes)
     _note_schedules(case, origin, notes)
+    _note_no_ops(case, origin, notes)
     return case
 
 
@@ -358,7 +388,7 @@ def resolve_suite(path: Path, raw: dict[str, Any], ov: Overrides, check_devices:
     if ov.cases is not None:
         cases = _select_cases(source, cases, ov.cases)
     return Suite(name=doc.name, description=doc.description, defaults=doc.defaults, cases=cases,
-                 executor=doc.executor, source=path, notes=notes)
+                 executor=doc.executor, source=path, notes=notes, analysis=doc.analysis)
 
 
 # ---- expansion --------------------------------------------------------------------------------------

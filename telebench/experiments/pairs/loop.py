@@ -32,6 +32,9 @@ from telebench.training.step import optimizer_step
 TRAIN_EVAL_SIZE = 10_000  # train loss is measured on a fixed subset, so evaluation cost stays bounded
 HELD_OUT_SIZE = 2_000  # held-out samples for each teleport's invariance check
 WARMUP_STEPS = 3
+# A training loss this many times its value at step 0 counts as diverged: training that multiplies its
+# starting loss tenfold has blown up (a finite 4e5 from lr 1e6 on digits must not count as "ok").
+DIVERGENCE_FACTOR = 10.0
 
 
 
@@ -151,6 +154,12 @@ class PairRunner:
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             arm.status, arm.message = "diverged", f"loss became {train_loss} at step {arm.step}"
             return False
+        start = arm.history[0]["train_loss"]
+        if train_loss > DIVERGENCE_FACTOR * max(start, 1e-12):
+            arm.status = "diverged"
+            arm.message = (f"training loss {train_loss:.4g} at step {arm.step} is over {DIVERGENCE_FACTOR:g}× "
+                           f"its starting {start:.4g}")
+            return False
         return True
 
     def _held_out_loss(self, arm: _ArmState) -> float:
@@ -165,7 +174,7 @@ class PairRunner:
         assert tp is not None
         if arm.spec.arm_kind == "reset-only":
             with arm.clock.span("train"), arm.clock.span("teleport"):
-                arm.optimizer = apply_state_policy(arm.optimizer, tp.state_policy, spec.optimizer, list(arm.model.parameters()))
+                arm.optimizer = apply_state_policy(arm.optimizer, "reset", spec.optimizer, list(arm.model.parameters()))
             return
         ho_before = self._held_out_loss(arm)  # off the clock: a measurement, not training work
         with arm.clock.span("train"), arm.clock.span("teleport"):
@@ -221,8 +230,8 @@ class PairRunner:
         before = arm.fraction
         if arm.spec.budget.kind == "seconds":
             arm.fraction = min(1.0, arm.clock.total("train") / arm.spec.budget.value)
-        else:
-            arm.fraction = min(1.0, arm.step / max(1, arm.total_steps))
+        else:  # a budget of zero steps is done at once (validation refuses one; this keeps the loop finite)
+            arm.fraction = 1.0 if arm.step >= arm.total_steps else arm.step / arm.total_steps
         if not ok or arm.fraction >= 1.0:
             arm.done = True
             arm.fraction = 1.0

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from telebench.experiments.pairs.load import teleport_settings
-from telebench.experiments.pairs.schema import (
-    Suite,
-)
-from telebench.experiments.pairs.spec import TrialSpec
+from telebench.experiments.pairs.schema import ArmConfig, Case, OptimizerConfig, Suite
+from telebench.experiments.pairs.spec import TeleportSpec, TrialSpec
 from telebench.training.specs import DatasetSpec, ModelSpec, OptimizerSpec, freeze
 
 
@@ -28,18 +26,28 @@ def expand(suite: Suite) -> list[TrialSpec]:
                           negative_slope=case.model.negative_slope, bias=case.model.bias)
         for opt in case.optimizers:
             optimizer = OptimizerSpec(name=opt.name, lr=opt.lr, kwargs=freeze(opt.kwargs))
+            baseline = next((arm for arm in case.arms if arm.kind == "baseline"), None)
             for device in case.devices:
+                common = dict(suite=suite.name, case=case.name, dataset=dataset, model=model, optimizer=optimizer,
+                              optimizer_label=str(opt.label), device=device, batch_size=case.batch_size,
+                              budget=case.budget.to_spec(), eval_every=case.eval_every,
+                              target=case.target.to_spec(), eval_batch_size=case.eval_batch_size)
+                if baseline is not None and case.target.value is None:  # a derived target: calibration runs
+                    plan += [TrialSpec(arm=baseline.name, arm_kind="baseline", teleport=None, seed=seed,
+                                       role="calibration", **common) for seed in case.calibration_seeds]
                 for seed in case.seeds:
-                    for arm in case.arms:
-                        teleport = None if arm.kind == "baseline" else teleport_settings(case, opt, arm).to_spec()
-                        plan.append(TrialSpec(
-                            suite=suite.name, case=case.name, arm=arm.name, arm_kind=str(arm.kind),
-                            dataset=dataset, model=model, optimizer=optimizer, optimizer_label=str(opt.label),
-                            teleport=teleport, device=device, seed=seed, batch_size=case.batch_size,
-                            budget=case.budget.to_spec(), eval_every=case.eval_every,
-                            target=case.target.to_spec(), eval_batch_size=case.eval_batch_size,
-                        ))
+                    plan += [TrialSpec(arm=arm.name, arm_kind=str(arm.kind), teleport=_teleport_spec(case, opt, arm),
+                                       seed=seed, **common) for arm in case.arms]
     return plan
+
+
+def _teleport_spec(case: Case, opt: OptimizerConfig, arm: ArmConfig) -> TeleportSpec | None:
+    """What an arm does at its teleport steps. reset-only always restarts the optimizer there,
+    whatever policy its teleport settings name: it is the control for the restart alone."""
+    if arm.kind == "baseline":
+        return None
+    spec = teleport_settings(case, opt, arm).to_spec()
+    return replace(spec, state_policy="reset") if arm.kind == "reset-only" else spec
 
 
 def group_pairs(plan: Iterable[TrialSpec]) -> list[list[TrialSpec]]:

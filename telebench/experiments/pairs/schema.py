@@ -209,6 +209,8 @@ class CaseConfig(Strict):
     model: ModelConfig | None = None
     optimizers: list[OptimizerConfig] | None = Field(default=None, min_length=1)
     seeds: list[NonNegInt] = Field(default_factory=lambda: [0], min_length=1)
+    # baseline-only runs that set a derived (baseline_final) target and are never compared
+    calibration_seeds: list[NonNegInt] = Field(default_factory=list)
     devices: list[str] = Field(default_factory=lambda: ["cpu"], min_length=1)
     batch_size: PosInt = 32
     eval_batch_size: PosInt = 1024
@@ -227,11 +229,22 @@ class CaseConfig(Strict):
                 raise ValueError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto")
         return v
 
-    _seeds = field_validator("seeds")(lambda cls, v: distinct_seeds(v))
+    _seeds = field_validator("seeds", "calibration_seeds")(lambda cls, v: distinct_seeds(v))
 
 
 class CaseInput(CaseConfig):
     name: str = Field(min_length=1)
+
+
+PRIMARY_METRICS = ("time_to_target", "steps_to_target", "final_train_loss", "final_val_loss", "auc_log_train_loss")
+
+
+class AnalysisConfig(Strict):
+    """How the report turns paired seeds into verdicts: the metric that decides them (α is fixed at 0.05)."""
+
+    primary_metric: Literal[
+        "time_to_target", "steps_to_target", "final_train_loss", "final_val_loss", "auc_log_train_loss"
+    ] = "time_to_target"
 
 
 class SuiteFile(Strict):
@@ -239,6 +252,7 @@ class SuiteFile(Strict):
 
     name: str
     description: str = ""
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     defaults: CaseConfig = Field(default_factory=CaseConfig)
     cases: list[CaseInput] = Field(min_length=1)
     executor: str = "local"
@@ -265,6 +279,7 @@ class Case(Strict):
     model: ModelConfig
     optimizers: list[OptimizerConfig]
     seeds: list[int]
+    calibration_seeds: list[int]
     devices: list[str]
     batch_size: int
     eval_batch_size: int
@@ -287,3 +302,4 @@ class Suite(BaseModel):
     executor: str
     source: Path
     notes: list[str] = Field(default_factory=list)  # things the user should see (e.g. `auto` fell back to cpu)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)

@@ -89,6 +89,12 @@ class TargetSpec:
     slack: float = 0.0
 
 
+ROLES = ("compared", "calibration")
+# Fields a trial spec gained after results were first written: they enter the id only when set to
+# something else than their default, so every trial of an older output folder keeps its id and resumes.
+_HASHED_UNLESS_DEFAULT: dict[str, Any] = {"role": "compared"}
+
+
 @dataclass(frozen=True)
 class TrialSpec:
     suite: str
@@ -107,6 +113,7 @@ class TrialSpec:
     eval_every: int  # steps between evaluations (off the clock)
     target: TargetSpec
     eval_batch_size: int = 1024
+    role: str = "compared"  # or "calibration": a baseline run on a seed that is never compared, to set targets
     noun: ClassVar[str] = "arm"  # what executors call one unit of a pair
 
     def to_dict(self) -> dict[str, Any]:
@@ -126,7 +133,11 @@ class TrialSpec:
     @property
     def id(self) -> str:
         """Stable content hash: a rerun with the same spec skips the trial."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        fields = self.to_dict()
+        for name, default in _HASHED_UNLESS_DEFAULT.items():  # fields added later: old ids stay valid
+            if fields[name] == default:
+                del fields[name]
+        blob = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property

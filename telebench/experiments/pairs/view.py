@@ -12,6 +12,7 @@ from rich.table import Table
 from telebench.experiments.pairs.estimate import estimate_seconds
 from telebench.experiments.pairs.schema import Suite
 from telebench.experiments.pairs.spec import BudgetSpec, ScheduleSpec, TeleportSpec, TrialSpec
+from telebench.render.notes import print_notes
 
 
 def describe_schedule(schedule: ScheduleSpec) -> str:
@@ -48,8 +49,7 @@ def describe_seconds(seconds: float) -> str:
 
 
 def _print_notes(suite: Suite, console: Console) -> None:
-    for note in suite.notes:
-        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    print_notes(suite.notes, console)
 
 
 def render_validate(suite: Suite, plan: Sequence[TrialSpec], console: Console) -> None:
@@ -60,28 +60,38 @@ def render_validate(suite: Suite, plan: Sequence[TrialSpec], console: Console) -
 
 
 def render_plan(suite: Suite, plan: Sequence[TrialSpec], console: Console) -> None:
-    """One row per case, optimizer, arm and device, seeds collapsed; columns equal in every row go to the title."""
+    """One row per case, optimizer, arm and device, seeds collapsed; columns equal in every row go to the title.
+    Calibration baselines (they set a derived target and are never compared) get rows of their own."""
     _print_notes(suite, console)
-    groups: dict[tuple[str, str, str, str], list[TrialSpec]] = {}
+    groups: dict[tuple[str, str, str, str, str], list[TrialSpec]] = {}
     for spec in plan:
-        groups.setdefault((spec.case, spec.optimizer_label, spec.arm, spec.device), []).append(spec)
+        groups.setdefault((spec.case, spec.optimizer_label, spec.arm, spec.device, spec.role), []).append(spec)
     rows = []
-    for (case, label, arm, device), specs in groups.items():
+    for (case, label, arm, device, role), specs in groups.items():
         first = specs[0]
+        calibration = role == "calibration"
         rows.append({
             "case": case,
             "optimizer": f"{label} {first.optimizer.lr:g}",
-            "arm": arm if arm == first.arm_kind else f"{arm} ({first.arm_kind})",
+            "arm": f"{arm} (calibration)" if calibration else arm if arm == first.arm_kind else f"{arm} ({first.arm_kind})",
             "device": device,
             "seeds": ",".join(str(s.seed) for s in specs),
             "budget": describe_budget(first.budget),
-            "teleport": describe_teleport(first.arm_kind, first.teleport),
+            "teleport": "— sets the target, never compared" if calibration else describe_teleport(first.arm_kind, first.teleport),
+            "role": role,
         })
-    shared = [c for c in ("device", "seeds", "budget") if rows and len({r[c] for r in rows}) == 1]
-    columns = [c for c in rows[0] if c not in shared] if rows else []
+    compared = [r for r in rows if r["role"] == "compared"]
+    calibrating = [r for r in rows if r["role"] == "calibration"]
+    shared = [c for c in ("device", "seeds", "budget") if compared and len({r[c] for r in rows if c != "seeds" or
+                                                                          r["role"] == "compared"}) == 1]
+    if "seeds" in shared and len({r["seeds"] for r in calibrating}) > 1:
+        shared.remove("seeds")
+    columns = [c for c in rows[0] if c not in shared and c != "role"] if rows else []
     title = f"{suite.name}: {len(plan)} trials, rough time {describe_seconds(estimate_seconds(plan))} (±3×, one at a time)"
     if shared:
-        title += "\nevery trial: " + ", ".join(f"{c} {rows[0][c]}" for c in shared)
+        title += "\nevery trial: " + ", ".join(f"{c} {compared[0][c]}" for c in shared)
+        if "seeds" in shared and calibrating:
+            title += f"; calibration seeds {calibrating[0]['seeds']}"
     table = Table(title=escape(title), title_justify="left", box=box.SIMPLE_HEAD)
     for column in columns:
         table.add_column(column, overflow="fold", ratio=3 if column == "teleport" else None)
