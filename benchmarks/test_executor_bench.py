@@ -19,9 +19,9 @@ import torch
 
 from telebench.execution.local import LocalExecutor
 from telebench.execution.process import ProcessExecutor
-from telebench.experiments.pairs.loop import run_pair
 from telebench.experiments.pairs.plan import group_pairs
 from telebench.experiments.pairs.spec import BudgetSpec, TargetSpec, TeleportSpec, TrialSpec
+from telebench.experiments.pairs.task import run_pair
 from telebench.training.specs import DatasetSpec, ModelSpec, OptimizerSpec
 
 STEPS = 8000  # about 2 s per trial on one core of this machine

@@ -19,6 +19,7 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
+from telebench.analysis.summary import COMPARISON_FIELDS
 from telebench.errors import UserError
 from telebench.execution.base import WorkerStatus
 from telebench.execution.board import WorkerBoard, describe
@@ -26,14 +27,16 @@ from telebench.execution.process import ProcessExecutor
 from telebench.execution.registry import EXECUTORS, get_executor
 from telebench.experiments.base import RunOutcome, RunRequest
 from telebench.experiments.pairs.experiment import EXPERIMENT
-from telebench.experiments.pairs.loop import run_pair
 from telebench.experiments.pairs.plan import Plan, group_pairs
 from telebench.experiments.pairs.spec import BudgetSpec, ScheduleSpec, TargetSpec, TeleportSpec, TrialSpec
+from telebench.experiments.pairs.task import run_pair
 from telebench.experiments.runner import run_experiment
 from telebench.training.specs import DatasetSpec, ModelSpec, OptimizerSpec
 
 TELEPORT = TeleportSpec(group="rescale", steps=3, lr=1e-2, batch_size=64, schedule=ScheduleSpec("at_steps", steps=(0, 10)))
-TIMING_KEYS = {"time_to_target_s", "teleport_overhead", "speedup_time", "verdict"}  # summary fields built from clocks
+# Summary fields built from clocks: the primary metric (time to target) is copied to the top of every row.
+TIMING_KEYS = {"time_to_target_s", "teleport_overhead", "speedup_time", "verdict", "spread", "seeds_needed",
+               "seeds_needed_holm", *COMPARISON_FIELDS}
 
 
 def trial(arm: str, seed: int, steps: int = 30, kind: str | None = None, teleport: TeleportSpec | None = TELEPORT) -> TrialSpec:

@@ -12,9 +12,9 @@ import yaml
 
 from telebench.errors import UserError
 from telebench.experiments.pairs.load import load_suite
-from telebench.experiments.pairs.loop import run_pair
 from telebench.experiments.pairs.plan import expand
 from telebench.experiments.pairs.spec import BudgetSpec, ScheduleSpec, TargetSpec, TeleportSpec, TrialSpec
+from telebench.experiments.pairs.task import run_pair
 from telebench.training.specs import DatasetSpec, ModelSpec, OptimizerSpec
 
 SUITE = {

@@ -1,7 +1,8 @@
-"""Bootstrap intervals and paired speedups: coverage of the median, infinities, tests and verdicts."""
+"""Order-statistic intervals and paired speedups: coverage of the median, censoring, tests and verdicts."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -9,40 +10,50 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telebench.analysis.stats import bootstrap_ci, json_number, paired_speedup, wilcoxon_log_ratio
+from telebench.analysis.censored import choose_k, interval_level, sign_test_p
+from telebench.analysis.stats import json_number, paired_difference, paired_speedup
 
 
-def test_bootstrap_ci_contains_median_and_is_seeded() -> None:
+def test_order_statistic_interval_contains_median_and_is_deterministic() -> None:
+    # replaces the percentile-bootstrap test: the interval is now exact order statistics, nothing random
     values = np.random.default_rng(1).lognormal(size=9)
-    low, high = bootstrap_ci(values)
-    assert low <= float(np.median(values)) <= high
-    assert low < high
-    assert bootstrap_ci(values, seed=0) == (low, high)
+    out = paired_difference(np.zeros(9).tolist(), values.tolist())
+    assert out["ci_low"] <= float(np.median(values)) <= out["ci_high"]
+    assert out["ci_low"] < out["ci_high"]
+    assert paired_difference(np.zeros(9).tolist(), values.tolist()) == out
+    k = choose_k(9)  # the largest k whose level is >= 95 %: k = 2, level 1 - 2*10/512
+    assert (k, interval_level(9, k)) == (2, pytest.approx(1 - 2 * 10 / 512))
+    assert out["ci_low"] == pytest.approx(np.sort(values)[1]) and out["ci_high"] == pytest.approx(np.sort(values)[-2])
 
 
-def test_bootstrap_ci_degenerate_and_empty() -> None:
-    assert bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0)
-    assert bootstrap_ci([3.5]) == (3.5, 3.5)
-    low, high = bootstrap_ci([])
-    assert math.isnan(low) and math.isnan(high)
-    assert bootstrap_ci([1.0, math.nan, 1.0]) == (1.0, 1.0)  # NaN ignored
+def test_interval_levels_are_the_ones_reached() -> None:
+    assert interval_level(5, 1) == pytest.approx(0.9375) and interval_level(4, 1) == pytest.approx(0.875)
+    assert interval_level(3, 1) == pytest.approx(0.75) and interval_level(1, 1) == 0.0
+    assert [choose_k(n) for n in (3, 5, 6, 8, 9, 10, 20)] == [1, 1, 1, 1, 2, 2, 6]
+    assert all(interval_level(n, choose_k(n)) >= 0.95 for n in range(6, 40))
 
 
-def test_bootstrap_ci_with_infinities() -> None:
-    low, high = bootstrap_ci([1.0, 2.0, math.inf])
-    assert low == 1.0 and high == math.inf
-    assert bootstrap_ci([math.inf, math.inf]) == (math.inf, math.inf)
-    low, high = bootstrap_ci([0.5, 0.6, 0.7, 0.8, math.inf, math.inf])
-    assert 0.5 <= low < 0.8 and high == math.inf
-    low, high = bootstrap_ci([0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, math.inf])  # one ∞ stays in the tail
-    assert low >= 0.5 and high == pytest.approx(1.1)
+def test_degenerate_and_empty_comparisons() -> None:
+    same = paired_speedup([2.0, 2.0, 2.0], [1.0, 1.0, 1.0])
+    assert (same.median, same.ci_low, same.ci_high) == (2.0, 2.0, 2.0)
+    empty = paired_speedup([None], [None])
+    assert empty.n_pairs == 0 and empty.both_missed == 1 and empty.median is None and empty.ci_low is None
+
+
+def test_censored_seeds_give_bounds_not_infinities() -> None:
+    # the arm missed twice (budget 5 s): its log-speedup is only bounded above, by log(base / 5)
+    res = paired_speedup([1.0, 2.0, 3.0], [1.0, None, None], arm_spent=[5.0, 5.0, 5.0])
+    assert res.bound == "≤" and res.median is None and res.median_high == pytest.approx(2.0 / 5.0)
+    assert res.ci_low == 0.0 and res.ci_high == pytest.approx(1.0)  # the range: 3 seeds reach 75 %
+    assert res.n_informative == 2  # one tie (1.0 vs 1.0) is dropped, the two misses are known losses
 
 
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.floats(min_value=0.0, max_value=1e3), min_size=1, max_size=12))
-def test_bootstrap_ci_brackets_the_median(values: list[float]) -> None:
-    low, high = bootstrap_ci(values, n_resamples=200)
-    assert low <= float(np.median(values)) <= high
+def test_interval_brackets_the_median(values: list[float]) -> None:
+    out = paired_difference([0.0] * len(values), values)
+    assert out["ci_low"] <= float(np.median(values)) <= out["ci_high"]
+    assert out["median"] == pytest.approx(float(np.median(values)))
 
 
 def test_clear_speedup_is_faster_with_small_p() -> None:
@@ -76,38 +87,46 @@ def test_no_shift_is_no_clear_difference() -> None:
     assert result.verdict == "no clear difference"
 
 
-def test_misses_become_zero_and_infinity_and_both_missed_are_counted() -> None:
-    result = paired_speedup([2.0, None, 1.0, None], [1.0, 3.0, None, None])
-    assert result.ratios == (2.0, math.inf, 0.0)
+def test_misses_are_censored_and_both_missed_are_counted() -> None:
+    # was: misses become ratios 0 and ∞ and the median is 2.0; now a miss is censored at its budget (4 s)
+    result = paired_speedup([2.0, None, 1.0, None], [1.0, 3.0, None, None], [4.0] * 4, [4.0] * 4)
     assert result.n_pairs == 3 and result.both_missed == 1
-    assert result.median == 2.0
+    assert result.median is not None and result.median == pytest.approx(4.0 / 3.0)  # the baseline miss: ≥ 4/3
+    assert result.ci_low == 0.0 and result.ci_high == math.inf  # the range of bounds, 3 seeds
+    assert result.n_informative == 3 and result.p_value == pytest.approx(1.0)
 
 
 def test_two_pairs_are_too_few_for_a_verdict() -> None:
     result = paired_speedup([2.0, 2.2], [1.0, 1.0])
     assert result.ci_low is not None and result.ci_low > 1.0
-    assert result.verdict == "no clear difference"
+    assert result.verdict == "too few seeds"  # was "no clear difference"
 
 
-def test_arm_missing_everywhere_is_slower() -> None:
-    result = paired_speedup([1.0, 1.2, 0.8], [None, None, None])
-    assert result.ratios == (0.0, 0.0, 0.0)
-    assert result.verdict == "slower"
+def test_arm_missing_everywhere_is_bounded_and_needs_more_seeds() -> None:
+    # was: ratios (0, 0, 0) and "slower" at 3 seeds; now each seed is a known loss, bounded, and 3 are too few
+    result = paired_speedup([1.0, 1.2, 0.8], [None, None, None], arm_spent=[2.0, 2.0, 2.0])
+    assert result.median is None and result.bound == "≤" and result.median_high == pytest.approx(0.5)
+    assert result.n_informative == 3 and result.verdict == "too few seeds"
+    many = paired_speedup([1.0, 1.2, 0.8, 0.9, 1.1, 1.0], [None] * 6, arm_spent=[2.0] * 6)
+    assert many.verdict == "slower" and many.p_value == pytest.approx(2 / 64)
 
 
-def test_one_pair_or_ties_give_no_test_and_no_verdict() -> None:
+def test_one_pair_or_ties_give_no_verdict() -> None:
     single = paired_speedup([2.0], [1.0])
-    assert single.p_value is None and single.verdict == "no clear difference"
+    assert single.p_value == 1.0 and single.verdict == "too few seeds"  # was p None, "no clear difference"
     tied = paired_speedup([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
-    assert tied.p_value is None and tied.median == 1.0 and tied.verdict == "no clear difference"
+    assert tied.p_value is None and tied.median == 1.0 and tied.verdict == "too few seeds"
     empty = paired_speedup([None], [None])
-    assert empty.n_pairs == 0 and empty.median is None and empty.verdict == "no clear difference"
+    assert empty.n_pairs == 0 and empty.median is None and empty.verdict == "too few seeds"
 
 
-def test_wilcoxon_handles_infinite_log_ratios() -> None:
-    p = wilcoxon_log_ratio([math.inf, math.inf, 2.0, 3.0, 1.5, 4.0])
-    assert p is not None and 0.0 < p < 0.05
-    assert wilcoxon_log_ratio([1.0, 1.0]) is None
+def test_sign_test_uses_known_signs_of_censored_seeds() -> None:
+    # replaces the Wilcoxon test with infinite log-ratios: baseline misses (budget 10) are known wins
+    base = [None, None, 2.0, 3.0, 1.5, 4.0]
+    result = paired_speedup(base, [1.0] * 6, base_spent=[10.0] * 6, arm_spent=[10.0] * 6)
+    assert result.n_informative == 6 and result.p_value == pytest.approx(2 / 64)
+    assert result.verdict == "faster"
+    assert sign_test_p(np.array([0]), np.array([0]))[0] != sign_test_p(np.array([0]), np.array([0]))[0]  # NaN
 
 
 def test_unequal_lengths_are_rejected() -> None:
@@ -116,37 +135,39 @@ def test_unequal_lengths_are_rejected() -> None:
 
 
 def test_to_dict_is_json_safe() -> None:
-    d = paired_speedup([None, 1.0, 2.0], [1.0, 1.0, 1.0]).to_dict()
-    assert d["ci_high"] == "inf" and d["median"] == 2.0
+    # the baseline's miss now needs its budget (3 s) to say anything; then the median is known
+    d = paired_speedup([None, 1.0, 2.0], [1.0, 1.0, 1.0], base_spent=[3.0, 3.0, 3.0]).to_dict()
+    assert d["ci_high"] == "inf" and d["median"] == 2.0 and d["ci_level"] == 0.75 and d["ci_kind"] == "range"
     assert json_number(math.nan) is None and json_number(-math.inf) == "-inf" and json_number(3) == 3
+    json.dumps(d, allow_nan=False)
 
 
-def test_bootstrap_interval_ends_at_the_data_are_not_turned_into_infinities() -> None:
-    # Rounding in the percentile can put an end a hair outside the finite range; that is not a sentinel.
+def test_interval_ends_are_data_points() -> None:
+    # replaces the bootstrap rounding test: order-statistic ends are seeds' own values
     values = [0.8270352122769017, 0.95, 1.02, 1.1, 0.99]
-    low, high = bootstrap_ci(values)
-    assert math.isfinite(low) and math.isfinite(high)
-    assert min(values) <= low <= high <= max(values)
+    res = paired_speedup(values, [1.0] * 5)
+    assert (res.ci_low, res.ci_high) == (min(values), max(values)) and res.ci_level == 0.9375
 
 
-def test_bootstrap_keeps_real_infinities() -> None:
-    low, high = bootstrap_ci([1.0, 1.2, math.inf, math.inf, math.inf])
-    assert high == math.inf and math.isfinite(low)
+def test_censored_interval_keeps_its_infinite_end() -> None:
+    # replaces "bootstrap keeps real infinities": three baseline misses leave the upper end unbounded
+    res = paired_speedup([1.0, 1.2, None, None, None], [1.0] * 5, base_spent=[5.0] * 5)
+    assert res.ci_high == math.inf and res.ci_low == 1.0 and res.bound is None and res.median == 5.0
 
 
 def test_paired_difference_finds_a_consistent_drop_and_skips_missing_seeds() -> None:
-    from telebench.analysis.stats import paired_difference
-
     base = [0.50, 0.52, 0.49, 0.51, 0.53, 0.50]
     arm = [0.45, 0.47, 0.44, 0.46, 0.48, None]
     out = paired_difference(base, arm)
     assert out["n_pairs"] == 5 and out["missing"] == 1
     assert out["median"] == pytest.approx(-0.05)
-    assert out["ci_high"] < 0 and out["verdict"] == "lower"
+    assert out["ci_high"] < 0 and out["verdict"] == "too few seeds"  # was "lower" at 5 seeds
+    six = paired_difference([*base, 0.5], [*arm[:5], 0.45, 0.44])
+    assert six["n_pairs"] == 7 and six["verdict"] == "lower" and six["p_value"] == pytest.approx(2 / 128)
 
 
 def test_paired_difference_without_a_shift_is_no_clear_difference() -> None:
-    from telebench.analysis.stats import paired_difference
-
     out = paired_difference([0.5, 0.6, 0.55, 0.52], [0.51, 0.59, 0.56, 0.51])
-    assert out["verdict"] == "no clear difference"
+    assert out["verdict"] == "too few seeds"  # was "no clear difference" at 4 seeds
+    more = paired_difference([0.5, 0.6, 0.55, 0.52, 0.5, 0.6], [0.51, 0.59, 0.56, 0.51, 0.52, 0.58])
+    assert more["verdict"] == "no clear difference"

@@ -117,7 +117,8 @@ def resolve_targets(trials: list[Trial]) -> list[Trial]:
             peeked = value is None
             if peeked:
                 value = baseline_target(compared.get(key, []), metric, slack)
-            seeds = [] if peeked else sorted(t.get("seed") for t in calib if final_value(t, metric) is not None)
+            seeds = [] if peeked else sorted(int(t.get("seed") or 0) for t in calib
+                                             if final_value(t, metric) is not None)
             target.update(value=value, peeked=peeked, calibration_seeds=seeds)
         row = None
         if target["value"] is not None and trial.get("status") == "ok":

@@ -118,12 +118,13 @@ def p_pair(raw: Any, adjusted: Any) -> str:
 
 
 def signed(x: Any) -> str:
+    """A difference with its sign, "+0.0123", "-0.5"; exactly 0 is "0"."""
     v = num(x)
     if v is None:
         return DASH
     if math.isinf(v):
         return "∞" if v > 0 else "−∞"
-    return f"{v:+.3g}"
+    return "0" if v == 0 else f"{v:+.3g}"
 
 
 def signed_percent(x: Any) -> str:
@@ -132,7 +133,7 @@ def signed_percent(x: Any) -> str:
         return DASH
     if math.isinf(v):
         return "∞" if v > 0 else "−∞"
-    return f"{100 * v:+.2g}%"
+    return "0%" if v == 0 else f"{100 * v:+.2g}%"
 
 
 def metric_name(metric: Any) -> str:

@@ -1,4 +1,4 @@
-"""Read a results.json for reporting: check it is ours, and fill in a summary older writers left out."""
+"""Read a results.json for reporting: check it is ours, and recompute its targets and summary."""
 
 from __future__ import annotations
 
@@ -10,16 +10,25 @@ from telebench.results.schema import load_results as read_results
 
 
 def load_results(path: Path) -> dict[str, Any]:
-    """Load and validate a results file (see telebench.results.schema.load_results), with a summary filled in."""
+    """Load and validate a results file (see telebench.results.schema.load_results), with a fresh summary."""
     return ensure_summary(read_results(path))
 
 
 def ensure_summary(results: dict[str, Any]) -> dict[str, Any]:
-    """Results as the reports need them: targets resolved and a summary present (computed if absent)."""
+    """Results as the reports need them: targets and summary recomputed from the trials with the current
+    statistics, so a file written by an older telebench re-renders with today's rules.
+
+    The primary metric and α come from `results["analysis"]` (default: time to target at 0.05). A file
+    without trials (a trimmed one) keeps the summary it has, as there is nothing to recompute from.
+    """
     trials = results.get("trials") or []
-    if any("target" not in t for t in trials):
-        trials = resolve_targets(trials)
-        results = {**results, "trials": trials, "summary": summarise(trials)}
-    elif "summary" not in results:
-        results = {**results, "summary": summarise(trials)}
-    return results
+    if not trials:
+        return results if "summary" in results else {**results, "summary": []}
+    analysis = results.get("analysis") or {}
+    resolved = resolve_targets(trials)
+    summary = summarise(
+        resolved,
+        primary_metric=str(analysis.get("primary_metric") or "time_to_target"),
+        alpha=float(analysis.get("alpha") or 0.05),
+    )
+    return {**results, "trials": resolved, "summary": summary}

@@ -9,27 +9,40 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from telebench.analysis.stats import MIN_PAIRS, VERDICT_RULE
-from telebench.analysis.summary import STATUSES, GroupKey, group_key, higher_is_better, target_spec
+from telebench.analysis.censored import INTERVAL_NAME, TEST_NAME
+from telebench.analysis.stats import VERDICT_RULE
+from telebench.analysis.summary import (
+    STATUSES,
+    GroupKey,
+    group_key,
+    higher_is_better,
+    is_calibration,
+    target_spec,
+)
+from telebench.analysis.verdicts import CORRECTION_NAME, min_pairs_for
 from telebench.errors import UserError
 from telebench.render import fmt
 from telebench.render.load import ensure_summary
 from telebench.render.plots import plot_group
-from telebench.render.terminal import COLUMNS, summary_cells
+from telebench.render.terminal import COLUMNS, report_settings, summary_cells
 
 Row = dict[str, Any]
 
 LEGEND = (
     "**How to read this table.** *speedup* = baseline cost / arm cost, computed per seed on paired runs "
     "(same initial weights and batches), so values above 1 mean the arm reached the target sooner. "
-    "*speedup time* uses training-clock seconds, teleport cost included; "
-    "*speedup steps* uses optimizer steps. "
-    "Shown: the median over seeds and, in brackets, a 95% percentile-bootstrap confidence interval "
-    "(2000 resamples). A seed where the arm missed the target counts as speedup 0, one where the baseline "
-    "missed as ∞; seeds where both missed are left out of the ratio. Misses are never dropped: *misses* "
-    "counts them and the median time/steps treat them as infinite (*miss* when most seeds missed). "
-    "*p (time)* is the two-sided Wilcoxon signed-rank p-value of the per-seed log-speedups "
-    "(with n seeds it cannot go below 2/2ⁿ, e.g. 0.0625 for 5). "
+    "*speedup time* uses training-clock seconds, teleport cost included; *speedup steps* uses optimizer "
+    "steps. Shown: the median over seeds and, in brackets, the distribution-free "
+    f"{INTERVAL_NAME} (from the seeds' order statistics); *CI level* is the level that interval really "
+    "reaches with this many seeds (93.75% with 5, 87.5% with 4; below 80% it is just the range of the "
+    "seeds and is called a range). A trial that misses the target is right-censored at its budget: its "
+    "cost is only known to exceed what it spent, so it is never dropped and never counted as ∞; where a "
+    "median is only bounded it is shown as a bound (\"≥ 1.28×\"). Seeds where neither arm reached the "
+    "target carry no information about the ratio and are left out. *misses* counts misses per arm. "
+    f"*p* is the {TEST_NAME} on the primary metric (seeds whose sign is known, ties dropped; with n "
+    f"such seeds it cannot go below 2/2ⁿ), raw and after {CORRECTION_NAME} correction over the "
+    "report's comparisons. *seeds for 10%*: how many seeds this comparison's spread needs to detect a 10% "
+    "effect with 80% power (alone / among the report's comparisons). "
     f"Verdict rule: {VERDICT_RULE}. "
     "*overhead* is the median share of the training clock spent teleporting; *max teleport Δloss* the "
     "largest relative loss change of an accepted teleport on its own batch."
@@ -66,8 +79,11 @@ def render_markdown(results: dict[str, Any], plots: dict[GroupKey, str]) -> str:
         "## Target",
         _target_section(rows, trials),
         "## Summary",
+        _primary_line(results),
         _table(list(COLUMNS), [summary_cells(r) for r in rows]) if rows else "No finished trials.",
         LEGEND,
+        "## Methods",
+        _methods_section(results),
         "## Final losses",
         _final_losses_section(rows),
         *_case_sections(rows, plots),
@@ -80,59 +96,72 @@ def render_markdown(results: dict[str, Any], plots: dict[GroupKey, str]) -> str:
 
 
 def verdict_sentence(row: Row, base: Row | None) -> str:
-    """One plain-words sentence comparing an arm with its baseline, numbers included."""
+    """One plain-words sentence comparing an arm with its baseline, numbers and methods included."""
     arm, optimizer = row["arm"], row["optimizer"]
     n = row.get("n_seeds", 0)
     if n == 0:
         return f"With {optimizer}, {arm} has no finished seeds ({row.get('skipped', 0)} skipped)."
-    time_block = row.get("speedup_time") or {}
-    median = fmt.num(time_block.get("median"))
-    if base is None or median is None:
-        return (
-            f"With {optimizer}, {arm} could not be compared with a baseline "
-            f"({n - row.get('misses', 0)}/{n} seeds reached the target)."
-        )
-    details = [f"95% CI {fmt.ci(time_block.get('ci_low'), time_block.get('ci_high'))}"]
-    if time_block.get("p_value") is not None:
-        details.append(f"p={fmt.p_value(time_block.get('p_value'))}")
-    details.append(
-        f"{n - row.get('misses', 0)}/{n} seeds reached the target, "
-        f"baseline {base.get('n_seeds', 0) - base.get('misses', 0)}/{base.get('n_seeds', 0)}"
-    )
-    verdict = time_block.get("verdict")
-    if verdict == "faster":
-        claim = f"reached the target {fmt.ratio(median)} faster in training-clock time"
-    else:
-        details.insert(0, f"median speedup {fmt.ratio(median)}")
-        if verdict == "slower" and median == 0:
-            claim = "missed the target in most seeds where the baseline reached it"
-        elif verdict == "slower":
-            claim = (
-                "was slower to the target in training-clock time, "
-                f"taking {fmt.ratio(1 / median)} the baseline's time"
-            )
-        elif (time_block.get("n_pairs") or 0) < MIN_PAIRS:
-            claim = "had too few informative seeds for a verdict in training-clock time"
-            details.insert(
-                1, f"only {time_block.get('n_pairs')} seed pairs where a verdict needs {MIN_PAIRS}"
-            )
-        else:
-            claim = "showed no clear difference from the baseline in training-clock time"
-    sentence = f"With {optimizer}, {arm} {claim} ({', '.join(details)})"
-    steps_block = row.get("speedup_steps") or {}
-    if steps_block.get("median") is not None:
-        sentence += (
-            f"; in steps: {steps_block.get('verdict')}, median {fmt.ratio(steps_block.get('median'))} "
-            f"(95% CI {fmt.ci(steps_block.get('ci_low'), steps_block.get('ci_high'))})"
-        )
+    reached = (f"{n - row.get('misses', 0)}/{n} seeds reached the target, baseline "
+               f"{(base or {}).get('n_seeds', 0) - (base or {}).get('misses', 0)}/{(base or {}).get('n_seeds', 0)}")
+    if base is None or not row.get("primary_metric"):
+        return f"With {optimizer}, {arm} could not be compared with a baseline ({reached})."
+    claim, details = _claim(row)
+    sentence = f"With {optimizer}, {arm} {claim} ({', '.join([*details, reached])})"
+    steps = row.get("speedup_steps") or {}
+    if row.get("primary_metric") != "steps_to_target" and steps.get("n_pairs"):
+        sentence += (f"; in steps: {steps.get('verdict')}, median {fmt.median_ratio(steps)} "
+                     f"({fmt.interval_name(steps)} {fmt.ci(steps.get('ci_low'), steps.get('ci_high'))})")
+    effects = [f"{name} {fmt.median_difference(block)} ({fmt.median_percent(block.get('relative'))})"
+               for name, block in (("training", row.get("train_loss_change")),
+                                   ("validation", row.get("val_loss_change"))) if block and block.get("n_pairs")]
+    if effects:
+        sentence += "; final loss, arm − baseline: " + ", ".join(effects)
     overhead = fmt.stat(row.get("teleport_overhead"))
     if overhead is not None:
         what = "optimizer resets" if row.get("arm_kind") == "reset-only" else "teleports"
         sentence += f"; {what} cost {fmt.percent(overhead)} of training time"
-    both = time_block.get("both_missed") or 0
+    both = (row.get("speedup_time") or {}).get("both_missed") or 0
     if both:
         sentence += f"; {both} seed(s) where neither arm reached the target are left out of the ratio"
+    if row.get("seeds_needed") is not None and row.get("verdict") != "identical":
+        sentence += (f"; to detect a 10% effect its spread needs about {row['seeds_needed']} seeds "
+                     f"({row.get('seeds_needed_holm')} among this report's {row.get('holm_m')} comparisons)")
     return sentence + "."
+
+
+def _claim(row: Row) -> tuple[str, list[str]]:
+    """The verdict in words, and the numbers behind it."""
+    verdict, metric = row.get("verdict"), str(row.get("primary_metric"))
+    cost = metric in ("time_to_target", "steps_to_target")
+    where = "in training-clock time" if metric == "time_to_target" else (
+        "in steps" if cost else f"by {fmt.metric_name(metric)}")
+    size = fmt.median_ratio(row) if cost else f"{fmt.median_difference(row)} (arm − baseline)"
+    interval = (fmt.ci(row.get("ci_low"), row.get("ci_high")) if cost
+                else f"{fmt.signed(row.get('ci_low'))} to {fmt.signed(row.get('ci_high'))}")
+    details = [f"{fmt.interval_name(row)} {interval}"]
+    if row.get("p_value") is not None:
+        details.append(f"sign test p={fmt.p_value(row.get('p_value'))}, Holm-adjusted "
+                       f"{fmt.p_value(row.get('p_adjusted'))} over {row.get('holm_m')} comparisons")
+    details.append(f"{row.get('n_pairs')} paired seeds")
+    if verdict == "identical":
+        return (f"was identical to the baseline: every evaluation of every paired seed matched bit for bit, so "
+                f"the control did nothing ({row.get('noop_reason')}) and its timings differ by clock noise only",
+                details[-1:])
+    if verdict == "too few seeds":
+        informative, needed = row.get("n_informative") or 0, row.get("min_pairs") or min_pairs_for()
+        why = [f"{row.get('ties')} tied", f"{row.get('unknown_sign')} with an unknown sign"]
+        details.insert(0, f"only {informative} informative seed pairs where a verdict needs {needed}; "
+                          f"of {row.get('n_pairs')} pairs, " + " and ".join(why))
+        details.insert(0, f"median {size}")
+        return f"had too few informative seeds for a verdict {where}", details
+    if verdict == "faster":
+        return (f"reached the target {size} faster {where}" if cost else f"was faster: lower {where[3:]}, "
+                f"median {size}"), details
+    if verdict == "slower":
+        return (f"was slower to the target {where}, median speedup {size}" if cost
+                else f"was slower: higher {where[3:]}, median {size}"), details
+    details.insert(0, f"median {'speedup ' if cost else ''}{size}")
+    return f"showed no clear difference from the baseline {where}", details
 
 
 def _date(results: dict[str, Any], pattern: str = "%Y-%m-%d") -> str:
@@ -192,33 +221,78 @@ def _environment_table(env: dict[str, Any]) -> str:
 
 
 def _target_section(rows: list[Row], trials: list[dict[str, Any]]) -> str:
-    """What 'reaching the target' means for each comparison, and the value it resolved to."""
+    """What 'reaching the target' means for each comparison, the value it resolved to, and its source."""
     first: dict[GroupKey, dict[str, Any]] = {}
     for t in trials:
-        first.setdefault(group_key(t), t)
+        if not is_calibration(t):
+            first.setdefault(group_key(t), t)
     lines = [
         "Time-to-target is the training-clock time at the first evaluation (run off the clock) whose "
         "metric reaches the target; steps-to-target likewise. A trial that never reaches it, diverges "
-        "or fails is a miss.\n"
+        "or fails is a miss, censored at what it spent.\n"
     ]
     for key in dict.fromkeys((r["case"], r["optimizer"], r["device"]) for r in rows):
         row = next(r for r in rows if (r["case"], r["optimizer"], r["device"]) == key)
         spec: dict[str, Any] = target_spec(first[key]) if key in first else {"kind": "absolute", "slack": 0.0}
+        resolved = (first.get(key) or {}).get("target") or {}
         metric = row.get("target_metric") or spec.get("metric", "train_loss")
         op = "≥" if higher_is_better(metric) else "≤"
         if spec["kind"] == "absolute":
             how = "absolute value from the suite"
         else:
             slack = float(spec.get("slack") or 0.0)
-            how = f"median over the baseline's seeds of its final {metric}"
+            seeds = resolved.get("calibration_seeds") or []
+            if resolved.get("peeked") is False:
+                how = (f"median final {metric} of the baseline on {len(seeds)} calibration seed(s) "
+                       f"({', '.join(map(str, seeds))}), which are never compared")
+            else:
+                how = (f"median over the compared baseline seeds of its final {metric}; **peeked**: "
+                       "this target comes from the seeds it then judges, as the run has no calibration seeds")
             if slack:
                 factor = 1 - slack if op == "≥" else 1 + slack
                 how += f", relaxed by {100 * slack:.3g}% (×{factor:.3g})"
-        lines.append(
-            f"- **{key[0]}**, {key[1]} on {key[2]}: "
-            f"{metric} {op} {fmt.value(row.get('target_value'))} ({how})"
-        )
+        lines.append(f"- **{key[0]}**, {key[1]} on {key[2]}: {metric} {op} {fmt.value(row.get('target_value'))} ({how})")
     return "\n".join(lines)
+
+
+def _primary_line(results: dict[str, Any]) -> str:
+    metric, alpha, m = report_settings(results)
+    return (f"**Primary metric: {fmt.metric_name(metric)}.** Verdicts: {TEST_NAME}, {CORRECTION_NAME}-corrected "
+            f"over {m} comparison(s) at α = {alpha:g}; intervals: {INTERVAL_NAME}, at the level shown.")
+
+
+def _methods_section(results: dict[str, Any]) -> str:
+    """The statistics behind every number, by name, with one reason each."""
+    metric, alpha, m = report_settings(results)
+    need = min_pairs_for(alpha)
+    items = [
+        f"**Primary metric**: {fmt.metric_name(metric)} (`{metric}`). Only it decides verdicts; the other metrics "
+        "are shown beside it, each Holm-corrected over its own rows.",
+        f"**Test**: {TEST_NAME} on the per-seed paired effect, over the seeds whose sign is known (ties "
+        "dropped). Under no effect each known sign is a fair coin, whatever the censoring, so the p-value is "
+        f"exact at any n; it needs ≥ {need} informative seeds to reach α = {alpha:g}.",
+        f"**Interval**: {INTERVAL_NAME}: lower end the k-th smallest per-seed lower bound, upper end the k-th "
+        "largest upper bound, level ≥ 1 − 2·P(Binom(n, ½) ≤ k − 1) for any distribution (censoring only "
+        "widens it); k is the largest reaching 95%, else 1, and the level printed is the one reached; "
+        "below 80% it is called a range.",
+        "**Censoring**: a miss is right-censored at its own training clock (or steps): with the arm censored "
+        "the per-seed log-speedup is at most log(baseline / arm's budget), with the baseline censored at "
+        "least log(baseline's budget / arm); seeds where both missed are left out. A median only bounded "
+        "is printed as a bound, never as ∞. Never-censored metrics stand beside it: final training and "
+        "validation loss and the area under the log training-loss curve (a diverged trial is worse than "
+        "any finite loss).",
+        f"**Correction**: {CORRECTION_NAME}'s step-down over the m = {m} comparisons that can get *faster* or "
+        f"*slower* (rows with a p-value, identical arms excepted): the chance of any false verdict in this "
+        f"report is at most {alpha:g}.",
+        "**identical**: every history point (step, training and validation loss, validation accuracy) and "
+        "every final value equal the baseline's bit for bit on every paired seed; such an arm did nothing.",
+        f"**too few seeds**: fewer than {need} informative seeds, so no outcome of the test could reach "
+        f"α = {alpha:g} (2·½⁵ = 0.0625).",
+        "**Seeds advice**: σ = the standard deviation of the per-seed log-effects; under a true 10% effect a "
+        "seed favours the arm with probability Φ(log 1.1 / σ); the advice is the smallest n whose sign test "
+        "then reaches α with 80% power (alone, and at α/m among this report's comparisons).",
+    ]
+    return "\n".join(f"- {item}" for item in items)
 
 
 def _case_sections(rows: list[Row], plots: dict[GroupKey, str]) -> list[str]:
@@ -244,34 +318,32 @@ def _case_sections(rows: list[Row], plots: dict[GroupKey, str]) -> list[str]:
 
 
 def _final_losses_section(rows: list[Row]) -> str:
-    """Where each arm ended up (medians over seeds), and the paired change in validation loss."""
+    """Where each arm ended up (medians over seeds), and the paired effect sizes in loss."""
     if not rows:
         return ""
     header = ["case", "optimizer", "device", "arm", "train loss", "val loss", "val acc", "test loss", "test acc",
-              "Δ val loss vs baseline [95% CI]", "p", "verdict"]
+              "Δ train loss [CI]", "Δ train loss %", "Δ val loss vs baseline [CI]", "Δ val loss %",
+              "Δ AUC log train loss [CI]", "CI level", "p val (raw → Holm)", "verdict"]
     body = []
     for r in rows:
-        change = r.get("val_loss_change") or {}
-        delta = "—"
-        if change.get("median") is not None:
-            low, high = fmt.value(change.get("ci_low")), fmt.value(change.get("ci_high"))
-            delta = f"{fmt.value(change['median'])} [{low}, {high}]"
+        train, val, auc = (r.get(k) or {} for k in ("train_loss_change", "val_loss_change", "auc_change"))
         body.append([
             r["case"], r["optimizer"], r["device"], r["arm"],
-            fmt.value(fmt.stat(r.get("final_train_loss"))),
-            fmt.value(fmt.stat(r.get("final_val_loss"))),
-            fmt.value(fmt.stat(r.get("final_val_accuracy"))),
-            fmt.value(fmt.stat(r.get("final_test_loss"))),
-            fmt.value(fmt.stat(r.get("final_test_accuracy"))),
-            delta,
-            fmt.p_value(change.get("p_value")) if change else "—",
-            change.get("verdict") or "—",
+            *(fmt.value(fmt.stat(r.get(k))) for k in ("final_train_loss", "final_val_loss", "final_val_accuracy",
+                                                       "final_test_loss", "final_test_accuracy")),
+            fmt.difference(train), fmt.relative(train.get("relative")),
+            fmt.difference(val), fmt.relative(val.get("relative")), fmt.difference(auc),
+            fmt.interval_name(val).removesuffix(" CI"),
+            fmt.p_pair(val.get("p_value"), val.get("p_adjusted")), val.get("verdict") or fmt.DASH,
         ])
     legend = (
         "Medians over seeds at the end of each arm's budget (test columns only where the dataset has a test "
-        "split). *Δ val loss* is the median over seeds of arm − baseline final validation loss, paired by "
-        "seed, with a bootstrap 95% interval and a two-sided Wilcoxon signed-rank p; the last column says "
-        "whether the arm ended *lower*, *higher* or with *no clear difference* (same rule as the speedups)."
+        "split). The *Δ* columns are effect sizes, paired by seed: the median over seeds of arm − baseline, "
+        "absolute and relative to the baseline's value, in brackets the order-statistic interval at the "
+        "level shown (a range below 80%); *AUC* is the mean log training loss along the run (lower: the "
+        f"loss fell sooner). *p val* is the {TEST_NAME} on the final validation loss, raw and "
+        f"{CORRECTION_NAME}-adjusted over this table's rows; the last column says whether the arm ended "
+        "*lower*, *higher*, with *no clear difference*, *identical*, or had *too few seeds* to tell."
     )
     return _table(header, body) + "\n\n" + legend
 
@@ -280,31 +352,13 @@ def _invariance_section(rows: list[Row]) -> str:
     tele = [r for r in rows if r.get("teleports")]
     if not tele:
         return "No teleports were recorded."
-    table = _table(
-        [
-            "case",
-            "optimizer",
-            "device",
-            "arm",
-            "teleports",
-            "rejected",
-            "max rel. Δloss (teleport batch)",
-            "max rel. Δloss (held-out)",
-        ],
-        [
-            [
-                r["case"],
-                r["optimizer"],
-                r["device"],
-                r["arm"],
-                str(r["teleports"]),
-                str(r.get("teleports_rejected", 0)),
-                fmt.sci(r.get("max_teleport_loss_change")),
-                fmt.sci(r.get("max_teleport_held_out_loss_change")),
-            ]
-            for r in tele
-        ],
-    )
+    header = ["case", "optimizer", "device", "arm", "teleports", "rejected", "max rel. Δloss (teleport batch)",
+              "max rel. Δloss (held-out)"]
+    table = _table(header, [
+        [r["case"], r["optimizer"], r["device"], r["arm"], str(r["teleports"]), str(r.get("teleports_rejected", 0)),
+         fmt.sci(r.get("max_teleport_loss_change")), fmt.sci(r.get("max_teleport_held_out_loss_change"))]
+        for r in tele
+    ])
     return (
         "A teleport should leave the loss unchanged. This is the largest relative loss change "
         "|after − before| / |before| over each arm's accepted teleports, on the teleport batch and on "
@@ -315,7 +369,7 @@ def _invariance_section(rows: list[Row]) -> str:
 def _status_section(trials: list[dict[str, Any]]) -> str:
     counts: dict[str, dict[str, int]] = {}
     for t in trials:
-        label = f"{t.get('case')} / {t.get('optimizer')} / {t.get('device')} / {t.get('arm')}"
+        label = f"{t.get('case')} / {t.get('optimizer')} / {t.get('device')} / {_arm_label(t)}"
         bucket = counts.setdefault(label, dict.fromkeys(STATUSES, 0))
         status = t.get("status", "error")
         bucket[status if status in bucket else "error"] += 1
@@ -329,22 +383,26 @@ def _status_section(trials: list[dict[str, Any]]) -> str:
     if not problems:
         return table + "\n\nEvery trial finished normally."
     lines = [
-        f"- {t.get('case')} / {t.get('optimizer')} / {t.get('arm')} / seed {t.get('seed')} "
-        f"on {t.get('device')}: "
+        f"- {t.get('case')} / {t.get('optimizer')} / {_arm_label(t)} / seed {t.get('seed')} on {t.get('device')}: "
         f"**{t.get('status')}** — {_one_line(t.get('message')) or 'no message'}"
         for t in problems
     ]
     return table + "\n\nTrials that did not finish normally:\n\n" + "\n".join(lines)
 
 
+def _arm_label(trial: dict[str, Any]) -> str:
+    return f"{trial.get('arm')} (calibration)" if is_calibration(trial) else str(trial.get("arm"))
+
+
 def _write_plots(results: dict[str, Any], out_dir: Path) -> dict[GroupKey, str]:
-    """One PNG per (case, optimizer, device), arms in summary order; returns paths relative to out_dir."""
+    """One PNG per (case, optimizer, device), arms in summary order (calibration runs are not drawn);
+    returns paths relative to out_dir."""
     arms: dict[GroupKey, dict[str, list[dict[str, Any]]]] = {}
     for row in results.get("summary") or []:
         arms.setdefault((row["case"], row["optimizer"], row["device"]), {})[row["arm"]] = []
     for t in results.get("trials") or []:
-        group = arms.setdefault(group_key(t), {})
-        group.setdefault(str(t["arm"]), []).append(t)
+        if not is_calibration(t):
+            arms.setdefault(group_key(t), {}).setdefault(str(t["arm"]), []).append(t)
     paths: dict[GroupKey, str] = {}
     for key, by_arm in arms.items():
         name = f"plots/{_slug('-'.join(key))}.png"
@@ -355,9 +413,7 @@ def _write_plots(results: dict[str, Any], out_dir: Path) -> dict[GroupKey, str]:
             continue
         target = sample.get("target") or {}
         metric = target.get("metric") or target_spec(sample)["metric"]
-        plot_group(
-            by_arm, metric, fmt.num(target.get("value")), f"{key[0]} · {key[1]} · {key[2]}", out_dir / name
-        )
+        plot_group(by_arm, metric, fmt.num(target.get("value")), f"{key[0]} · {key[1]} · {key[2]}", out_dir / name)
         paths[key] = name
     return paths
 

@@ -43,10 +43,15 @@ COLUMNS = (
 )
 
 
-def analysis_settings(results: dict[str, Any]) -> tuple[str, float]:
-    """The report's primary metric and α: results["analysis"], else time to target at 0.05."""
+def report_settings(results: dict[str, Any]) -> tuple[str, float, int]:
+    """The report's primary metric, α and Holm family size m: from its compared rows, else from
+    results["analysis"] (default: time to target at 0.05)."""
     analysis = results.get("analysis") or {}
-    return str(analysis.get("primary_metric") or "time_to_target"), float(analysis.get("alpha") or ALPHA)
+    metric, alpha = str(analysis.get("primary_metric") or "time_to_target"), float(analysis.get("alpha") or ALPHA)
+    compared = [r for r in results.get("summary") or [] if r.get("primary_metric")]
+    if compared:
+        metric, alpha = str(compared[0]["primary_metric"]), float(compared[0].get("alpha") or alpha)
+    return metric, alpha, max((int(r.get("holm_m") or 0) for r in compared), default=0)
 
 
 def primary_block(row: dict[str, Any]) -> dict[str, Any]:
@@ -80,8 +85,10 @@ def summary_cells(row: dict[str, Any]) -> list[str]:
 def seeds_advice(row: dict[str, Any]) -> str:
     """Seeds its spread needs for a 10 % effect: "17" (alone), "17/28" (alone / among the report's m)."""
     alone, holm = row.get("seeds_needed"), row.get("seeds_needed_holm")
+    if row.get("primary_metric") is None or row.get("identical"):
+        return fmt.DASH
     if alone is None:
-        return fmt.DASH if row.get("primary_metric") is None or row.get("identical") else "?"
+        return "?"
     return str(alone) if holm in (None, alone) else f"{alone}/{holm}"
 
 
@@ -109,24 +116,20 @@ def render_terminal(results: dict[str, Any], console: Console) -> None:
         for row in (r for r in rows if r["case"] == case):
             table.add_row(*_terminal_cells(row))
         console.print(table)
-    for line in footer_lines(results, rows):
+    for line in footer_lines(results):
         console.print(Text(line, style="dim"))
     for line in note_lines(rows):
         console.print(Text(line))
 
 
-def footer_lines(results: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+def footer_lines(results: dict[str, Any]) -> list[str]:
     """What the columns mean, in a few lines."""
-    metric, alpha = analysis_settings(results)
-    compared = [r for r in rows if r.get("primary_metric")]
-    if compared:
-        metric, alpha = str(compared[0]["primary_metric"]), float(compared[0].get("alpha") or alpha)
-    m = max((int(r.get("holm_m") or 0) for r in compared), default=0)
+    metric, alpha, m = report_settings(results)
     return [
         f"verdicts on the primary metric, {fmt.metric_name(metric)}: {TEST_NAME}, {CORRECTION_NAME} over "
         f"{m} comparison(s) at α = {alpha:g}; a verdict needs ≥ {min_pairs_for(alpha)} informative seeds.",
-        f"speedup = baseline / arm per paired seed: median \\[{INTERVAL_NAME}; its real level in 'CI'; "
-        "'range' below 80%]; a miss is censored at its budget, so '≥' marks a bound.",
+        f"speedup = baseline / arm per paired seed: median, then its {INTERVAL_NAME} (its real level in "
+        "'CI'; 'range' below 80%); a miss is censored at its budget, so '≥'/'≤' mark bounds.",
         "Δ loss = arm − baseline final loss, relative (train / val); seeds for 10%: seeds its spread needs to "
         "detect a 10% effect with 80% power (alone / among this report's comparisons).",
     ]
@@ -146,14 +149,13 @@ TERMINAL_COLUMNS: tuple[tuple[str, JustifyMethod], ...] = (
     ("optimizer", "left"),
     ("arm", "left"),
     ("seeds", "right"),
-    ("miss", "right"),
     ("time to\ntarget", "right"),
     ("speedup\ntime", "right"),
     ("speedup\nsteps", "right"),
     ("CI", "right"),
-    ("Δ loss\ntr / val", "right"),
-    ("p raw\n→ Holm", "right"),
-    ("seeds\nfor 10%", "right"),
+    ("Δ loss\ntr/val", "right"),
+    ("p raw\n→Holm", "right"),
+    ("seeds\n10%", "right"),
     ("over-\nhead", "right"),
     ("max\nΔloss", "right"),
     ("verdict", "left"),
@@ -164,19 +166,21 @@ def _terminal_cells(row: dict[str, Any]) -> list[Text]:
     """Cells as Text, not markup (names may hold brackets); speedups on two lines: median, then CI."""
     cells = summary_cells(row)
     device = "" if row["device"] == "cpu" else f" @ {row['device']}"
-    two_line = [c.replace(" [", "\n[") for c in (cells[8], cells[9])]
+    two_line = [c.replace(" [", "\n").removesuffix("]") for c in (cells[8], cells[9])]
     losses = fmt.DASH
     if row.get("train_loss_change") or row.get("val_loss_change"):
         losses = "\n".join(fmt.median_percent((row.get(k) or {}).get("relative"))
                            for k in ("train_loss_change", "val_loss_change"))
+    misses = f"\n{cells[5]} miss" if row.get("misses") else ""
     out = [
         Text(cells[1] + device),
         Text(cells[3]),
-        *map(Text, cells[4:7]),
+        Text(cells[4] + misses),
+        Text(cells[6]),
         *map(Text, two_line),
         Text(cells[10]),
         Text(losses),
-        Text(cells[11].replace(" → ", "\n→ ")),
+        Text(cells[11].replace(" → ", "\n→")),
         *map(Text, cells[12:15]),
     ]
     verdict = cells[15]

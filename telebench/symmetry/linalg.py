@@ -1,4 +1,5 @@
-"""Small numerical kernels the groups need: a matrix exponential and a fixed-matrix least-squares solver."""
+"""Small numerical kernels the groups need: a matrix exponential, its companion φ for low-rank
+elements, and a fixed-matrix least-squares solver."""
 
 from __future__ import annotations
 
@@ -51,6 +52,41 @@ def expm_on_device(a: Tensor) -> Tensor:
     for i in range(_DEVICE_SQUARINGS):
         e = torch.where((s > i)[..., None, None], e @ e, e)
     return e
+
+
+def phi(a: Tensor, adaptive: bool | None = None) -> Tensor:
+    """φ(A) = (exp(A) − I)·A⁻¹ = Σ_j A^j/(j+1)! for one square matrix, so that
+    exp(uᵀv) = I + uᵀ φ(v uᵀ) v for ``k × n`` factors u, v: the exponential of a rank-k Lie-algebra
+    element from a k × k series, without forming an n × n matrix.
+
+    Scaling and squaring as :func:`expm`: the series at A/2ˢ, then s doublings
+    φ(2X) = φ(X) + φ(X)·X·φ(X)/2. On CPU the degree and s follow the norm; elsewhere they are fixed
+    and the doublings masked on the device (``adaptive`` picks either way explicitly)."""
+    if a.device.type == "cpu" if adaptive is None else adaptive:
+        norm = float(torch.linalg.matrix_norm(a.detach(), ord=1))
+        if not math.isfinite(norm):
+            return torch.full_like(a, math.nan)
+        squarings = max(0, math.ceil(math.log2(norm))) if norm > 1 else 0
+        xn = norm / 2**squarings
+        degree, term = 1, xn * xn / 6  # ‖x‖^(p+1)/(p+2)!: the first dropped term for ‖x‖ ≤ 1
+        while term > _TAYLOR_TOLERANCE[a.dtype] and degree < 30:
+            degree += 1
+            term *= xn / (degree + 2)
+        x = a / 2**squarings if squarings else a
+        scale: Tensor | None = None
+    else:
+        scale = torch.log2(torch.linalg.matrix_norm(a, ord=1)).ceil().clamp(0, _DEVICE_SQUARINGS)
+        x = a * torch.exp2(-scale)
+        degree, squarings = _DEVICE_DEGREE[a.dtype], _DEVICE_SQUARINGS
+    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    f = torch.add(eye, x, alpha=1 / (degree + 1))
+    for k in range(degree, 1, -1):
+        f = torch.addmm(eye, x, f, alpha=1 / k)
+    for i in range(squarings):
+        doubled = torch.addmm(f, f, x @ f, alpha=0.5)
+        f = doubled if scale is None else torch.where(scale > i, doubled, f)
+        x = x * 2 if scale is None else torch.where(scale > i, x * 2, x)
+    return f
 
 
 def _taylor(x: Tensor, degree: int) -> Tensor:

@@ -11,11 +11,11 @@ import difflib
 import inspect
 from collections.abc import Iterable, Sequence
 from functools import cache
-from typing import Any
 
 import torch
 
 from telebench.errors import UserError
+from telebench.training.optimizer_state import DEFAULT_KWARGS as _DEFAULT_KWARGS
 from telebench.training.specs import OptimizerSpec, thaw
 from telebench.training.transport import GroupElement, transport_state
 
@@ -31,7 +31,6 @@ _CLASSES: dict[str, _OptimizerClass] = {
     "rmsprop": torch.optim.RMSprop,
     "adam": torch.optim.Adam,
 }
-_DEFAULT_KWARGS: dict[str, dict[str, Any]] = {"momentum": {"momentum": 0.9}}
 
 
 def _suggest(word: str, choices: Iterable[str]) -> str:
@@ -52,14 +51,6 @@ def optimizer_kwargs_allowed(name: str) -> frozenset[str]:
     _check_name(name)
     signature = inspect.signature(_CLASSES[name].__init__)
     return frozenset(p for p in signature.parameters if p not in ("self", "params", "lr"))
-
-
-def keeps_state(name: str, kwargs: dict[str, Any] | None = None) -> bool:
-    """Whether the optimizer carries state between steps: plain SGD (momentum 0) has none to reset."""
-    if name not in ("sgd", "momentum"):
-        return True
-    momentum = {**_DEFAULT_KWARGS.get(name, {}), **(kwargs or {})}.get("momentum", 0.0)
-    return bool(momentum)
 
 
 def make_optimizer(spec: OptimizerSpec, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:

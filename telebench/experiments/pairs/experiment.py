@@ -12,16 +12,13 @@ from typing import Any
 
 from rich.console import Console
 
-from telebench.analysis.summary import resolve_targets, summarise
 from telebench.config.overrides import Overrides
 from telebench.experiments.pairs.load import resolve_suite
-from telebench.experiments.pairs.loop import run_pair
 from telebench.experiments.pairs.plan import Plan, expand, group_pairs, trials_of
 from telebench.experiments.pairs.schema import Suite
 from telebench.experiments.pairs.spec import TrialSpec
+from telebench.experiments.pairs.task import run_pair
 from telebench.experiments.pairs.view import render_plan, render_validate
-from telebench.render.markdown import write_report
-from telebench.render.terminal import render_terminal
 from telebench.training.precheck import check_datasets
 
 
@@ -49,13 +46,22 @@ class PairsExperiment:
         return 1  # steady timings for small models: more threads made them slower and erratic on 2 busy cores
 
     def summarise(self, config: Suite | Plan, records: Sequence[dict[str, Any]], partial: bool) -> dict[str, Any]:
+        from telebench.analysis.summary import (  # scipy: only once there are results
+            resolve_targets,
+            summarise,
+        )
+
         trials = resolve_targets(list(records))
         return {"trials": trials, "summary": summarise(trials)}
 
     def write_report(self, results: dict[str, Any], out_dir: Path) -> Path:
+        from telebench.render.markdown import write_report  # matplotlib: only when a report is drawn
+
         return write_report(results, out_dir)
 
     def render_terminal(self, results: dict[str, Any], console: Console) -> None:
+        from telebench.render.terminal import render_terminal
+
         render_terminal(results, console)
 
 

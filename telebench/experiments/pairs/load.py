@@ -32,7 +32,7 @@ from telebench.experiments.pairs.schema import (
     TeleportConfig,
 )
 from telebench.experiments.pairs.spec import ARMS
-from telebench.training.optimizers import keeps_state
+from telebench.training.optimizer_state import keeps_state
 from telebench.training.step import budget_steps
 
 __all__ = ["Suite", "Case", "load_suite", "teleport_settings"]

@@ -300,8 +300,3 @@ class PairRunner:
             "timing": {"shared_device": False, "compile_included": False, "warmup_steps": WARMUP_STEPS},
             "traceback": arm.traceback or None,
         }
-
-
-def run_pair(specs: list[TrialSpec], data_root: str | None, progress: ProgressFn | None = None) -> list[dict[str, Any]]:
-    """The pairs kind's `UnitRunner`: train the arms of one pair side by side and return their records."""
-    return PairRunner(specs, data_root=data_root, progress=progress).run()

@@ -1,0 +1,157 @@
+"""The three shapes a per-layer factor of a teleport is stored in, and the products on them.
+
+A factor is one hidden layer's group element ``g`` or right factor ``r`` (``W_m' = g_m W_m r_{m-1}``):
+
+* a 1-D tensor: a diagonal matrix (rescale), never expanded to ``width × width``;
+* a 2-D tensor: a dense matrix (linear, and gl-data on layers no wider than the batch);
+* :class:`LowRank`: ``I + uᵀ·core·v`` with ``u, v`` of ``k × n`` and ``k < n`` (gl-data on layers
+  wider than the batch, whose moves have rank at most twice the batch), never formed during a search.
+
+The search keeps each step's factors; :class:`Steps` composes them (``g_K ⋯ g_1`` and ``r_1 ⋯ r_K``)
+only when someone asks, e.g. an optimizer-state transport reading ``TeleportRecord.transforms``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@functools.lru_cache(maxsize=64)
+def eye(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """An identity matrix made once per (size, dtype, device); callers never write into it."""
+    return torch.eye(n, dtype=dtype, device=device)
+
+
+def eye_like(t: Tensor, n: int | None = None) -> Tensor:
+    return eye(t.shape[-1] if n is None else n, t.dtype, t.device)
+
+
+@dataclass(frozen=True)
+class LowRank:
+    """The ``n × n`` matrix ``I + uᵀ·core·v`` (``core`` None: the identity), kept factored."""
+
+    u: Tensor  # k × n
+    v: Tensor  # k × n
+    core: Tensor | None = None  # k × k
+
+    def _mid(self, y: Tensor) -> Tensor:
+        return y if self.core is None else self.core @ y
+
+    def lmul(self, w: Tensor) -> Tensor:
+        """``self @ w`` for a matrix or a vector ``w``."""
+        if w.dim() == 1:
+            return w + self.u.mT @ self._mid(self.v @ w)
+        return torch.addmm(w, self.u.mT, self._mid(self.v @ w))
+
+    def rmul(self, w: Tensor) -> Tensor:
+        """``w @ self``."""
+        wu = w @ self.u.mT
+        return torch.addmm(w, wu if self.core is None else wu @ self.core, self.v)
+
+    def rmul_t(self, z: Tensor) -> Tensor:
+        """``z @ selfᵀ``."""
+        zv = z @ self.v.mT
+        return torch.addmm(z, zv if self.core is None else zv @ self.core.mT, self.u)
+
+    def dense(self) -> Tensor:
+        return torch.addmm(eye_like(self.u), self.u.mT, self._mid(self.v))
+
+
+Factor = Tensor | LowRank
+
+
+def lmul(f: Factor, w: Tensor) -> Tensor:
+    """``f @ w`` (``w`` a weight or a bias vector)."""
+    if isinstance(f, LowRank):
+        return f.lmul(w)
+    if f.dim() == 1:
+        return f[:, None] * w if w.dim() == 2 else f * w
+    return f @ w
+
+
+def rmul(w: Tensor, f: Factor) -> Tensor:
+    """``w @ f`` (on a weight's columns)."""
+    if isinstance(f, LowRank):
+        return f.rmul(w)
+    return w * f if f.dim() == 1 else w @ f
+
+
+def dense(f: Factor) -> Tensor:
+    """The factor as stored (vector or matrix), or a low-rank one formed as a matrix."""
+    return f.dense() if isinstance(f, LowRank) else f
+
+
+def compose_left(factors: Sequence[Factor], like: Tensor, n: int, diagonal: bool) -> Tensor:
+    """``f_K ⋯ f_1`` for factors listed in the order applied (a vector if ``diagonal``)."""
+    if diagonal:
+        out = like.new_ones(n)
+        for f in factors:
+            out = out * dense(f)
+        return out
+    acc: Tensor | None = None
+    for f in factors:
+        acc = dense(f) if acc is None else lmul(f, acc)
+    return eye_like(like, n).clone() if acc is None else acc
+
+
+def compose_right(factors: Sequence[Factor], like: Tensor, n: int, diagonal: bool) -> Tensor:
+    """``f_1 ⋯ f_K`` for factors listed in the order applied (a vector if ``diagonal``)."""
+    if diagonal:
+        return compose_left(factors, like, n, True)
+    acc: Tensor | None = None
+    for f in factors:
+        acc = dense(f) if acc is None else rmul(acc, f)
+    return eye_like(like, n).clone() if acc is None else acc
+
+
+class Lazy:
+    """A value computed once, on first use (the composed factors of a teleport nobody transports
+    are never formed)."""
+
+    def __init__(self, make: Callable[[], Tensor]) -> None:
+        self._make: Callable[[], Tensor] | None = make
+        self._value: Tensor | None = None
+
+    def __call__(self) -> Tensor:
+        if self._value is None:
+            assert self._make is not None
+            self._value, self._make = self._make(), None
+        return self._value
+
+
+class Steps:
+    """Each step's per-layer factors of one search, composed on demand.
+
+    ``lefts[m]`` and ``rights[m]`` list hidden layer m's group elements and right factors in the
+    order the steps applied them; ``algebra[m]`` its Lie-algebra steps, either tensors or callables
+    forming one (a low-rank step's ``c·AᵀB``)."""
+
+    def __init__(self, widths: Sequence[int], like: Tensor, diagonal: bool) -> None:
+        self.widths, self.like, self.diagonal = tuple(widths), like, diagonal
+        self.lefts: list[list[Factor]] = [[] for _ in widths]
+        self.rights: list[list[Factor]] = [[] for _ in widths]
+        self.algebra: list[list[Tensor | Callable[[], Tensor]]] = [[] for _ in widths]
+        self.known_lefts: dict[int, Tensor] = {}  # layers whose composed left the search formed anyway
+
+    def left(self, m: int) -> Callable[[], Tensor]:
+        if m in self.known_lefts:
+            known = self.known_lefts[m]
+            return lambda: known
+        return Lazy(lambda: compose_left(self.lefts[m], self.like, self.widths[m], self.diagonal))
+
+    def right(self, m: int) -> Callable[[], Tensor]:
+        return Lazy(lambda: compose_right(self.rights[m], self.like, self.widths[m], self.diagonal))
+
+    def total(self) -> list[Tensor]:
+        """Σ_k T_k per hidden layer."""
+        out = []
+        for m, n in enumerate(self.widths):
+            parts = [t() if callable(t) else t for t in self.algebra[m]]
+            shape = (n,) if self.diagonal else (n, n)
+            out.append(torch.stack(parts).sum(0) if parts else self.like.new_zeros(shape))
+        return out
