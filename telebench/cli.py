@@ -4,16 +4,38 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
 from telebench.commands.profile_cli import profile_command
 from telebench.errors import UserError
 
+
+def _flags_take_no_value(params: list[Any]) -> list[Any]:
+    """This typer renders every option's type in --help, flags too (`--help <bool>`); a flag takes no value,
+    so give it an empty metavar, which the help shows as nothing."""
+    for param in params:
+        if getattr(param, "is_flag", False) and getattr(param, "metavar", "") is None:
+            param.metavar = ""
+    return params
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_take_no_value(super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_take_no_value(super().get_params(ctx))
+
+
 app = typer.Typer(
+    cls=_Group,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -22,8 +44,19 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        import telebench
+
+        print(f"telebench {telebench.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_show_version, is_eager=True, help="Print telebench's version and exit.")] = False,
+) -> None:
     """Benchmark symmetry teleportation: does it make training faster or better?"""
 
 
@@ -59,7 +92,7 @@ Jobs = Annotated[int | None, typer.Option(
     "--jobs", min=1, help="Workers for --executor process or ray \\[default: one per CPU core].")]
 
 
-@app.command("validate")
+@app.command("validate", cls=_Command)
 def validate_command(suite: Suite, seeds: Seeds = None, devices: Devices = None, arms: Arms = None,
                      cases: Cases = None, budget_steps: BudgetSteps = None, eval_every: EvalEvery = None,
                      networks: Networks = None, sets: Sets = None) -> None:
@@ -71,7 +104,7 @@ def validate_command(suite: Suite, seeds: Seeds = None, devices: Devices = None,
     show_suite(suite, overrides, plan=False)
 
 
-@app.command("list")
+@app.command("list", cls=_Command)
 def list_command(suite: Suite, seeds: Seeds = None, devices: Devices = None, arms: Arms = None,
                  cases: Cases = None, budget_steps: BudgetSteps = None, eval_every: EvalEvery = None,
                  networks: Networks = None, sets: Sets = None) -> None:
@@ -83,7 +116,7 @@ def list_command(suite: Suite, seeds: Seeds = None, devices: Devices = None, arm
     show_suite(suite, overrides, plan=True)
 
 
-@app.command("run")
+@app.command("run", cls=_Command)
 def run_command(
     suite: Suite,
     out: Out = None,
@@ -121,7 +154,7 @@ def run_command(
         raise typer.Exit(130)
 
 
-@app.command("correlate")
+@app.command("correlate", cls=_Command)
 def correlate_command(
     study: Annotated[str, typer.Argument(
         help="A correlation study YAML (kind: correlation), e.g. suites/paper-correlation.yaml.")],
@@ -147,7 +180,7 @@ def correlate_command(
         raise typer.Exit(130)
 
 
-@app.command("report")
+@app.command("report", cls=_Command)
 def report_command(
     results: Annotated[str, typer.Argument(help="A results.json written by `telebench run` (any kind).")],
     out: Annotated[str | None, typer.Option(
@@ -159,7 +192,24 @@ def report_command(
     rerender(Path(results), Path(out) if out is not None else None)
 
 
-@app.command("compare")
+@app.command("export", cls=_Command)
+def export_command(
+    results: Annotated[str, typer.Argument(help="A results.json written by `telebench run` (any kind).")],
+    format_: Annotated[str, typer.Option("--format", help="csv or parquet (parquet needs pip install "
+                                         "'telebench[parquet]').")] = "csv",
+    out: Annotated[str | None, typer.Option(
+        "--out", help="The file to write \\[default: beside RESULTS, e.g. results.csv or results-history.csv].")] = None,
+    history: Annotated[bool, typer.Option(
+        "--history", help="One row per evaluation point (meta: per test step) instead of one per trial.")] = False,
+) -> None:
+    """A results file as a table for pandas or a spreadsheet: one row per trial (meta: per case, arm and test
+    seed; correlation: per network)."""
+    from telebench.commands.export import run_export
+
+    run_export(Path(results), format_, Path(out) if out else None, history)
+
+
+@app.command("compare", cls=_Command)
 def compare_command(
     base: Annotated[str, typer.Argument(help="Baseline: a telebench results.json or a pytest-benchmark JSON.")],
     new: Annotated[str, typer.Argument(help="The file to check against BASE, of the same kind.")],
@@ -182,4 +232,4 @@ def compare_command(
     raise typer.Exit(code)
 
 
-app.command("profile")(profile_command)
+app.command("profile", cls=_Command)(profile_command)

@@ -253,7 +253,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     """A real process, so that exit codes are those of `cli.main()`; never writes a CI step summary."""
     return subprocess.run(
         [sys.executable, "-m", "telebench", "compare", *args], capture_output=True, text=True, timeout=60,
-        cwd=FIXTURES, env={**os.environ, "GITHUB_STEP_SUMMARY": ""},
+        cwd=FIXTURES, env={**os.environ, "GITHUB_STEP_SUMMARY": "", "PYTHONPATH": str(FIXTURES.parents[2])},
     )
 
 
@@ -267,6 +267,18 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (["base.json", "base.json", "--fail-on", "time_to_target:10%"], "write METRIC:THRESHOLD[:STAT]"),
         (["base.json", "base.json", "--fail-on", "walltime:+10%"], "unknown metric 'walltime'"),
         (["make_fixtures.py", "base.json"], "not valid JSON"),
+        # nothing compared is not a pass: a wrong baseline must fail CI
+        (["base.json", "empty.json"], "empty.json: holds no trials or summary rows"),
+        (["empty.json", "base.json"], "empty.json: holds no trials or summary rows"),
+        (["base.json", "other_suite.json"], "share no row (case / arm / optimizer / device), so nothing could be compared"),
+        (["pytest_benchmark_base.json", "pytest_benchmark_empty.json"], "holds no benchmarks"),
+        (["base.json", "nan_summary.json"], "nan_summary.json: digits-relu / teleport / sgd / cpu: time_to_target holds NaN"),
+        (["pytest_benchmark_base.json", "pytest_benchmark_nan.json"], "median holds NaN"),
+        (["summary_only.json", "summary_only.json", "--fail-on", "time_to_target:+10%", "--fail-on", "final_train_loss:+5%"],
+         "--fail-on final_train_loss:+5%: no row of summary_only.json and summary_only.json has final_train_loss on "
+         "both sides, so this rule checked nothing"),
+        (["summary_only.json", "summary_only.json", "--fail-on", "final_train_loss:+5%"], "so nothing was compared"),
+        (["/dev/zero", "base.json"], "/dev/zero: is not a regular file"),
     ],
 )
 def test_bad_input_exits_2_with_one_sentence(args: list[str], message: str) -> None:
@@ -288,3 +300,13 @@ def test_the_api_raises_user_errors() -> None:
         compare_files(fx("base.json"), fx("base.json"), [], alpha=0)
     with pytest.raises(UserError, match="compare two files of the same kind"):
         compare_files(fx("pytest_benchmark_base.json"), fx("base.json"), [])
+
+
+def test_nothing_compared_is_exit_2_through_the_api_and_the_report() -> None:
+    with pytest.raises(UserError, match="share no row"):
+        compare_files(fx("base.json"), fx("other_suite.json"), [])
+    with pytest.raises(UserError, match="holds NaN"):
+        compare_files(fx("base.json"), fx("nan_summary.json"), [])
+    report = compare_files(fx("base.json"), fx("base.json"), [])
+    report.rows.clear()  # a report built by hand with no rows says so and exits 2 too
+    assert report.exit_code == 2 and render_markdown(report).startswith("### telebench compare: ❌ nothing compared")

@@ -61,7 +61,10 @@ def test_report_has_every_section(report_text: tuple[Path, str]) -> None:
         assert f"\n{heading}\n" in text
     assert "| torch | 2.14.1 |" in text
     assert "train_loss ≤" in text and "val_accuracy ≥ 0.8" in text and "relaxed by 5%" in text
-    assert "speedup* = baseline cost / arm cost" in text and "Wilcoxon" in text and "never dropped" in text
+    # the test is now the sign test (was "Wilcoxon"), named in the legend and in the methods section
+    assert "speedup* = baseline cost / arm cost" in text and "exact two-sided sign test" in text and "never dropped" in text
+    assert "**Primary metric: time to target (training clock).**" in text and "Holm" in text
+    assert "order-statistic interval for the median" in text and "**peeked**" in text
     assert "Partial results" not in text and "Shared device" not in text
 
 
@@ -71,15 +74,16 @@ def test_report_numbers_match_the_summary(results: dict, report_text: tuple[Path
     speed = tele["speedup_time"]
     cell = f"{fmt.ratio(speed['median'])} [{fmt.ci(speed['ci_low'], speed['ci_high'])}]"
     assert (
-        f"| digits-mlp | adam | cpu | teleport | 5 | 0 | {fmt.seconds(tele['time_to_target_s']['median'])} |"
+        f"| digits-mlp | adam | cpu | teleport | 8 | 0 | {fmt.seconds(tele['time_to_target_s']['median'])} |"
         in text
     )
     assert cell in text
-    assert re.search(
-        r"With adam, teleport reached the target [\d.]+× faster in training-clock time \(95% CI", text
+    assert re.search(  # the interval's real level, 99.21% with 8 seeds (was "95% CI")
+        r"With adam, teleport reached the target [\d.]+× faster in training-clock time \(99.21% CI", text
     )
+    assert f"| {fmt.p_value(tele['p_value'])} → {fmt.p_value(tele['p_adjusted'])} |" in text
     assert f"teleports cost {fmt.percent(tele['teleport_overhead']['median'])} of training time" in text
-    assert "| digits-mlp | adam | cpu | teleport | 10 | 0 | 1.0e-07 | 2.0e-07 |" in text  # invariance table
+    assert "| digits-mlp | adam | cpu | teleport | 16 | 0 | 1.0e-07 | 2.0e-07 |" in text  # invariance table, 8 seeds
     assert "| synthetic / sgd / cpu / teleport | 1 | 1 | 1 | 0 |" in text  # status counts
     assert "**error** — RuntimeError: boom" in text and "**diverged** — loss became nan" in text
     assert "1/3 seeds reached the target, baseline 3/3" in text  # misses stay visible
@@ -113,7 +117,7 @@ def test_partial_shared_device_and_mixed_hosts_are_noted(tmp_path: Path) -> None
 def test_two_seeds_are_too_few_for_a_verdict(tmp_path: Path) -> None:
     text = write_report(make_results(make_trials(seeds=2)), tmp_path).read_text(encoding="utf-8")
     assert "With adam, teleport had too few informative seeds for a verdict" in text
-    assert "only 2 seed pairs where a verdict needs 3" in text
+    assert "only 2 informative seed pairs where a verdict needs 6" in text  # was "needs 3"
 
 
 def test_unwritable_out_dir_is_a_user_error(results: dict, tmp_path: Path) -> None:
@@ -130,8 +134,9 @@ def test_terminal_table(results: dict) -> None:
     assert "case digits-mlp" in text and "case synthetic" in text
     tele = _row(results, "digits-mlp", "adam", "teleport")
     assert fmt.ratio(tele["speedup_time"]["median"]) in text
-    for word in ("baseline", "reset-only", "faster", "no clear", "Wilcoxon"):
+    for word in ("baseline", "reset-only", "faster", "no clear", "sign test", "identical", "Holm"):  # was "Wilcoxon"
         assert word in text
+    assert "reset-only with an optimizer that has no state" in text
 
 
 def test_load_results_fills_a_missing_summary(results: dict, tmp_path: Path) -> None:
@@ -190,9 +195,26 @@ def test_report_command_bad_file_exits_2_without_traceback(tmp_path: Path) -> No
 def test_final_losses_table_pairs_validation_loss_with_the_baseline(results: dict, report_text: tuple[Path, str]) -> None:
     _, text = report_text
     section = text.split("\n## Final losses\n", 1)[1].split("\n## ", 1)[0]
-    assert "Δ val loss vs baseline [95% CI]" in section
+    assert "Δ val loss vs baseline [CI]" in section and "Δ train loss %" in section  # was "[95% CI]"
     compared = [r["val_loss_change"] for r in results["summary"] if r.get("val_loss_change")]
     assert compared and all(c["n_pairs"] >= 1 for c in compared)
-    assert all(c["verdict"] in {"lower", "higher", "no clear difference"} for c in compared)
+    words = {"lower", "higher", "no clear difference", "too few seeds", "identical"}  # two new words
+    assert all(c["verdict"] in words for c in compared)
     for r in results["summary"]:
         assert f"| {r['case']} | {r['optimizer']} | {r['device']} | {r['arm']} |" in section
+
+
+def test_identical_arm_is_explained_and_censored_medians_are_bounds(report_text: tuple[Path, str]) -> None:
+    _, text = report_text
+    assert "With sgd, reset-only was identical to the baseline" in text
+    assert "reset-only with an optimizer that has no state (sgd without momentum)" in text
+    assert "| synthetic | sgd | cpu | teleport | 3 | 2 | ≥ " in text  # the median time is only a bound
+    assert "∞×" not in text and "| inf" not in text
+
+
+def test_report_recomputes_old_summaries_with_the_analysis_settings(results: dict, tmp_path: Path) -> None:
+    stale = {**results, "summary": [{**r, "verdict": "faster"} for r in results["summary"]],
+             "analysis": {"primary_metric": "final_train_loss", "alpha": 0.05}}
+    text = write_report(stale, tmp_path).read_text(encoding="utf-8")
+    assert "**Primary metric: final training loss.**" in text
+    assert "| synthetic | sgd | cpu | teleport | 3 | 2 |" in text and "too few seeds" in text

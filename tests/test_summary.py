@@ -35,8 +35,9 @@ def test_baseline_final_target_is_median_of_baseline_finals_relaxed_by_slack() -
     finals = [t["history"][-1]["train_loss"] for t in trials[:3]]
     resolved = resolve_targets(trials)
     expected = float(np.median(finals)) * 1.1
-    assert all(
-        t["target"] == {"metric": "train_loss", "value": pytest.approx(expected), "kind": "baseline-final"}
+    assert all(  # no calibration trials: the compared baselines' median, flagged as peeked
+        t["target"] == {"metric": "train_loss", "value": pytest.approx(expected), "kind": "baseline-final",
+                        "peeked": True, "calibration_seeds": []}
         for t in resolved
     )
     assert trials[0].get("target") is None  # inputs are not mutated
@@ -116,8 +117,10 @@ def test_summary_counts_misses_and_pairs_seeds() -> None:
     assert tele["n_seeds"] == 5 and tele["misses"] == 1 and tele["seeds"] == [0, 1, 2, 3, 4]
     assert tele["time_to_target_s"]["values"] == [0.5, 1.0, 1.5, 2.0, None]
     assert tele["time_to_target_s"]["median"] == 1.5
-    assert tele["time_to_target_s"]["max"] == "inf" and tele["time_to_target_s"]["n"] == 4
-    assert tele["speedup_time"]["median"] == 2.0  # ratios 2, 2, 2, 2, 0
+    # the max is unknown (a miss is only a bound), where it used to be "inf"
+    assert tele["time_to_target_s"]["max"] is None and tele["time_to_target_s"]["n"] == 4
+    assert tele["time_to_target_s"]["censored"] == 1 and tele["time_to_target_s"]["censored_at"][4] == 2.0
+    assert tele["speedup_time"]["median"] == 2.0  # ratios 2, 2, 2, 2 and one bounded above by 5/2
     assert tele["speedup_time"]["n_pairs"] == 5
     assert tele["speedup_steps"]["median"] == 2.0
     assert tele["verdict"] == tele["speedup_time"]["verdict"]
@@ -125,15 +128,18 @@ def test_summary_counts_misses_and_pairs_seeds() -> None:
     assert rows[0]["baseline_arm"] == "baseline" == tele["baseline_arm"]
 
 
-def test_majority_of_misses_gives_infinite_median() -> None:
+def test_majority_of_misses_gives_a_bounded_median() -> None:
+    # was: median "inf" and speedup 0; a miss is now censored at what it spent (2 s, 200 steps)
     trials = [_with_costs(make_trial(arm="baseline", seed=s), 1.0, 10) for s in range(3)]
     trials += [
         _with_costs(make_trial(arm="teleport", seed=s), t, None if t is None else 10)
         for s, t in enumerate((None, None, 0.5))
     ]
     tele = _rows(trials)[("digits-mlp", "adam", "teleport")]
-    assert tele["misses"] == 2 and tele["time_to_target_s"]["median"] == "inf"
-    assert tele["speedup_time"]["median"] == 0.0
+    assert tele["misses"] == 2 and tele["time_to_target_s"]["median"] is None
+    assert tele["time_to_target_s"]["bound"] == "≥" and tele["time_to_target_s"]["median_low"] == 2.0
+    speed = tele["speedup_time"]
+    assert speed["median"] is None and speed["bound"] == "≤" and speed["median_high"] == pytest.approx(0.5)
 
 
 def test_full_fixture_summary() -> None:
@@ -142,13 +148,15 @@ def test_full_fixture_summary() -> None:
     assert len(rows) == 9
     tele = rows[("digits-mlp", "adam", "teleport")]
     assert tele["n_seeds"] == 5 and tele["misses"] == 0
-    assert tele["verdict"] == "faster" and tele["speedup_time"]["ci_low"] > 1.0
+    # 5 seeds cannot reach p ≤ 0.05 with a sign test (2·½⁵ = 0.0625): was "faster"
+    assert tele["verdict"] == "too few seeds" and tele["speedup_time"]["ci_low"] > 1.0
+    assert tele["ci_level"] == 0.9375 and tele["p_value"] == 0.0625 and tele["seeds_needed"] == 6
     assert tele["speedup_steps"]["median"] == pytest.approx(2.0, rel=0.15)  # decays twice as fast
     assert tele["teleport_overhead"]["median"] == pytest.approx(0.1 / 2.1)
     assert tele["teleports"] == 10 and tele["max_teleport_loss_change"] == pytest.approx(1e-7)
     assert tele["max_teleport_held_out_loss_change"] == pytest.approx(2e-7)
     reset = rows[("digits-mlp", "adam", "reset-only")]
-    assert reset["verdict"] == "no clear difference" and reset["teleport_overhead"]["median"] is None
+    assert reset["verdict"] == "too few seeds" and reset["teleport_overhead"]["median"] is None  # was "no clear"
     synth = rows[("synthetic", "sgd", "teleport")]
     assert (synth["n_seeds"], synth["misses"], synth["diverged"], synth["errors"]) == (3, 2, 1, 1)
     assert synth["target_metric"] == "val_accuracy" and synth["target_value"] == 0.8
@@ -165,3 +173,45 @@ def test_rejected_teleports_do_not_count_as_loss_changes() -> None:
     assert row["teleports"] == 2 and row["teleports_rejected"] == 1
     assert row["max_teleport_loss_change"] == pytest.approx(1e-6)
     assert not math.isnan(row["teleport_overhead"]["median"])
+
+
+def test_eight_seeds_give_verdicts_after_holm() -> None:
+    rows = _rows(resolve_targets(make_trials(seeds=8)))
+    tele = rows[("digits-mlp", "adam", "teleport")]
+    assert tele["verdict"] == "faster" and tele["p_value"] == pytest.approx(2 / 256)
+    assert tele["p_adjusted"] == pytest.approx(4 * 2 / 256) and tele["holm_m"] == 4
+    assert tele["test"] == "exact two-sided sign test" and tele["correction"] == "Holm"
+    assert tele["ci_level"] == pytest.approx(1 - 2 / 256) and tele["ci_kind"] == "interval"
+    assert tele["val_loss_change"]["verdict"] == "lower" and tele["val_loss_change"]["relative"]["median"] < 0
+    assert rows[("digits-mlp", "adam", "reset-only")]["verdict"] == "no clear difference"
+    noop = rows[("digits-mlp", "sgd", "reset-only")]
+    assert noop["verdict"] == "identical" and noop["p_adjusted"] is None
+    assert "optimizer that has no state" in noop["noop_reason"]
+
+
+def test_calibration_seeds_set_the_target_and_are_never_compared() -> None:
+    calib = [make_trial(arm="baseline", seed=100 + s, rate=r, target=LOSS_TARGET) for s, r in enumerate((0.01, 0.03))]
+    for t in calib:
+        t["spec"]["role"] = "calibration"
+    compared = [make_trial(arm="baseline", seed=0, rate=0.02, target=LOSS_TARGET),
+                make_trial(arm="teleport", seed=0, rate=0.04, target=LOSS_TARGET)]
+    resolved = resolve_targets(calib + compared)
+    expected = float(np.median([t["history"][-1]["train_loss"] for t in calib])) * 1.1
+    assert all(t["target"]["value"] == pytest.approx(expected) for t in resolved)
+    assert resolved[-1]["target"]["peeked"] is False and resolved[-1]["target"]["calibration_seeds"] == [100, 101]
+    rows = summarise(resolved)
+    assert [(r["arm"], r["n_seeds"]) for r in rows] == [("baseline", 1), ("teleport", 1)]
+    assert rows[0]["target_peeked"] is False
+
+
+def test_primary_metric_chooses_the_verdicts() -> None:
+    trials = resolve_targets(make_trials(seeds=8))
+    for metric in ("steps_to_target", "final_train_loss", "final_val_loss", "auc_log_train_loss"):
+        tele = _rows_of(summarise(trials, primary_metric=metric))[("digits-mlp", "sgd", "teleport")]
+        assert tele["primary_metric"] == metric and tele["verdict"] == "faster"
+    with pytest.raises(ValueError, match="unknown primary metric"):
+        summarise(trials, primary_metric="wall_time")
+
+
+def _rows_of(rows: list[dict]) -> dict[tuple[str, str, str], dict]:
+    return {(r["case"], r["optimizer"], r["arm"]): r for r in rows}

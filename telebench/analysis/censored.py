@@ -150,11 +150,10 @@ def censored_log_ratios(
     b, a = np.asarray(base, dtype=float), np.asarray(arm, dtype=float)
     cb, ca = np.nan_to_num(np.asarray(base_bound, dtype=float)), np.nan_to_num(np.asarray(arm_bound, dtype=float))
     b_ok, a_ok = ~np.isnan(b), ~np.isnan(a)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        exact = np.log(b) - np.log(a)
-        exact = np.where((b == 0) & (a == 0), 0.0, exact)
-        arm_missed_hi = np.where(b > 0, np.log(b) - np.log(np.maximum(ca, 0.0)), 0.0)
-        base_missed_lo = np.where(a > 0, np.log(np.maximum(cb, 0.0)) - np.log(a), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # log of the ratio: exp() gives it back
+        exact = np.where((b == 0) & (a == 0), 0.0, np.log(b / a))
+        arm_missed_hi = np.where(b > 0, np.log(b / np.maximum(ca, 0.0)), 0.0)
+        base_missed_lo = np.where(a > 0, np.log(np.maximum(cb, 0.0) / a), 0.0)
     arm_missed_hi = np.where(np.isnan(arm_missed_hi), np.inf, arm_missed_hi)
     base_missed_lo = np.where(np.isnan(base_missed_lo), -np.inf, base_missed_lo)
     both = b_ok & a_ok

@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
+
+from telebench.training.optimizer_state import keeps_state
 
 ALPHA = 0.05
 EFFECT = 1.1  # the effect the seeds advice is for: 10 %
@@ -68,6 +69,8 @@ def min_pairs_for(alpha: float = ALPHA) -> int:
 
 def sign_test_power(n: np.ndarray, q: float, alpha: float = ALPHA) -> np.ndarray:
     """Power of the exact two-sided sign test with n seeds when each favours the arm with probability q."""
+    from scipy import stats as sps  # here, not at import: the suite planner imports this module
+
     n = np.asarray(n, dtype=int)
     c = sps.binom.ppf(alpha / 2, n, 0.5)  # the smallest c with P(B ≤ c) ≥ α/2 ...
     c = np.where(sps.binom.cdf(c, n, 0.5) > alpha / 2 + 1e-12, c - 1, c)  # ... the largest with ≤ α/2
@@ -90,7 +93,7 @@ def seeds_needed(
         return None
     if sigma == 0:
         return min_pairs_for(alpha)
-    q = float(sps.norm.cdf(math.log(effect) / sigma))
+    q = 0.5 * math.erfc(-math.log(effect) / (sigma * math.sqrt(2.0)))  # Φ(log(effect) / σ)
     start = min_pairs_for(alpha)
     while start <= max_n:  # growing chunks: most answers are small, and the search stays fast
         ns = np.arange(start, min(max_n, 4 * start + 256) + 1)
@@ -178,10 +181,8 @@ def noop_reason(arm_trials: Sequence[Trial]) -> str:
 
 
 def _stateless(name: str, kwargs: Any) -> bool:
-    """Plain SGD (no momentum) keeps no optimizer state; `momentum` with momentum 0 is the same."""
-    params = dict(kwargs or [])
-    momentum = params.get("momentum", 0.9 if name == "momentum" else 0.0)
-    return name in ("sgd", "momentum") and not momentum
+    """Plain SGD (no momentum) keeps no optimizer state (the training layer's rule, torch-free)."""
+    return bool(name) and not keeps_state(name, dict(kwargs or []))
 
 
 def _only_at_step_zero(schedule: dict[str, Any]) -> bool:

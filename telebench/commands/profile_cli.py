@@ -77,7 +77,8 @@ class ProfileArgs:
 def profile_command(
     suite: Annotated[str | None, typer.Argument(help="A suite YAML: profile each case's teleport arm on its model and data.")] = None,
     case: Annotated[str | None, typer.Option("--case", help="Profile only this case of SUITE.")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda \\[default: the case's device, or cpu].")] = None,
+    device: Annotated[str | None, typer.Option(
+        "--devices", help="cpu or cuda \\[default: the case's device, or cpu]; one device, as in `run --devices`.")] = None,
     out: Annotated[str | None, typer.Option("--out", help="Output folder \\[default: reports/profile-<timestamp>].")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Without SUITE: layer widths, e.g. 784-16-10-10.")] = None,
     activation: Annotated[str, typer.Option("--activation", help="relu, leaky_relu, identity, tanh ...")] = "leaky_relu",
@@ -102,7 +103,20 @@ def profile_command(
     top: Annotated[int, typer.Option("--top", min=1, help="Operators listed per table.")] = 15,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch intra-op threads \\[default: torch's].")] = None,
     data_root: Annotated[str | None, typer.Option("--data-root", help="Folder holding dataset files.")] = None,
+    device_alias: Annotated[str | None, typer.Option("--device", hidden=True, help="The old name of --devices.")] = None,
 ) -> None:
     """Where a teleport's time and memory go, what it costs in gradient evaluations and training steps,
     and how that grows with width, depth or batch."""
-    ProfileArgs(**locals()).run()
+    options = dict(locals())
+    options["device"] = _one_device(options.pop("device_alias"), device)
+    ProfileArgs(**options).run()
+
+
+def _one_device(alias: str | None, devices: str | None) -> str | None:
+    """--devices, or its old name --device; profile measures on one device."""
+    if alias is not None and devices is not None and alias != devices:
+        raise UserError(f"--device {alias} and --devices {devices} disagree; pass one, e.g. --devices {devices}.")
+    device = devices if devices is not None else alias
+    if device is not None and "," in device:
+        raise UserError(f"--devices {device}: profile measures on one device; pass one, e.g. --devices cpu.")
+    return device

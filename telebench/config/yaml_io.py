@@ -29,7 +29,8 @@ class LimitError(yaml.YAMLError):
     """The document is too deep or expands to too much; the message is the sentence's middle part."""
 
 
-def _limit(env: str, default: int) -> int:
+def env_limit(env: str, default: int) -> int:
+    """A byte limit from environment variable `env` (a positive integer), else `default`."""
     text = os.environ.get(env, "")
     return int(text) if text.isdigit() and int(text) > 0 else default
 
@@ -83,10 +84,10 @@ class _SuiteLoader(yaml.SafeLoader):
         self._depth = 0
         self._values: dict[int, int] = {}  # id(node) -> values it expands to, once the node is composed
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            node: yaml.Node = super().compose_node(parent, index)
+            node = super().compose_node(parent, index)
             if id(node) not in self._values:
                 raise LimitError(f"the alias *{event.anchor} at line {event.start_mark.line + 1} is used inside "
                                  f"its own anchor's value, so the value would contain itself; write it out instead")
@@ -138,7 +139,7 @@ def read_yaml(path: Path, example: str = "suites/quickstart.yaml") -> dict[str, 
     if not path.exists():
         raise UserError(f"{source}: no such file; check the path (bundled suites are in suites/, "
                         f"e.g. {example}).")
-    limit = _limit("TELEBENCH_MAX_SUITE_BYTES", MAX_SUITE_BYTES)
+    limit = env_limit("TELEBENCH_MAX_SUITE_BYTES", MAX_SUITE_BYTES)
     data = read_regular_file(path, limit, what="the suite's .yaml file",
                              too_big="a suite is a few KB, so pass the suite's .yaml file (or raise the limit "
                              "with TELEBENCH_MAX_SUITE_BYTES)")

@@ -26,6 +26,7 @@ from telebench.execution.tracking import DeviceGate, PairTracker
 from telebench.execution.worker import PairOutcome, PairTask, execute_pair
 
 POLL_S = 0.1
+CONNECT_TIMEOUT_S = 5  # for the TCP probes made before Ray is asked to connect
 RAY_MISSING = "--executor ray needs Ray, which is not installed: pip install 'telebench[ray]'."
 
 
@@ -49,9 +50,14 @@ class RayExecutor:
     name: str = "ray"
 
     def __post_init__(self) -> None:
-        import_ray()  # fail before any training starts
-        if self.address is not None:
-            _probe(self.address)
+        ray = import_ray()  # fail before any training starts
+        if not ray.is_initialized():  # else the caller (a notebook, a test) already chose the cluster
+            if self.address is None:
+                _probe_local(ray)
+            elif self.address == "auto":
+                _probe(_resolve_auto(ray) or "auto", via="auto")
+            else:
+                _probe(self.address)
         if self.jobs is not None and self.jobs < 1:
             raise UserError(f"--jobs {self.jobs}: the local Ray cluster needs at least 1 CPU.")
         if self.threads is not None and self.threads < 1:
@@ -92,8 +98,8 @@ def _check_devices(pairs: list[list[Unit]]) -> None:
             )
 
 
-def _probe(address: str) -> None:
-    """Refuse an address where nothing listens: Ray itself retries such an address for minutes."""
+def _probe(address: str, via: str | None = None) -> None:
+    """Refuse an address where nothing listens: Ray itself retries such an address for many minutes."""
     if address == "auto":
         return
     host, _, port = address.split("://", 1)[-1].rpartition(":")
@@ -103,12 +109,48 @@ def _probe(address: str) -> None:
             "e.g. 10.0.0.5:6379."
         )
     try:
-        socket.create_connection((host, int(port)), timeout=5).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
+        reason = exc.strerror or str(exc)
+        where = f" at {address} ({reason}; RAY_ADDRESS or the last `ray start` put the cluster there)" if via \
+            else f" there ({reason})"
         raise UserError(
-            f"--address {address}: nothing answers there ({exc.strerror or exc}); start the cluster with "
+            f"--address {via or address}: nothing answers{where}; start the cluster with "
             f"`ray start --head --port={port}` on {host}, or check the address."
         ) from None
+
+
+def _resolve_auto(ray: Any) -> str | None:
+    """The HOST:PORT that `--address auto` means (RAY_ADDRESS, else the last `ray start`), or None if Ray
+    cannot say; Ray's own lookup, so that a stale address is probed rather than retried for minutes."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        found = canonicalize_bootstrap_address("auto")
+    except Exception:  # no cluster found (ray.init says so at once) or a Ray without this helper
+        return None
+    return found if isinstance(found, str) else None
+
+
+def _probe_local(ray: Any) -> None:
+    """A private local cluster talks TCP to itself at this node's IP; without a working network there (no
+    loopback, say), Ray retries 127.0.0.1 for a quarter of an hour, so check in a second instead."""
+    hosts = ["127.0.0.1"]
+    try:
+        hosts.append(str(ray.util.get_node_ip_address()))
+    except Exception:  # Ray then falls back on 127.0.0.1, checked above
+        pass
+    for host in dict.fromkeys(hosts):
+        try:
+            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as server:
+                server.bind((host, 0))
+                server.listen(1)
+                socket.create_connection(server.getsockname()[:2], timeout=CONNECT_TIMEOUT_S).close()
+        except OSError as exc:
+            raise UserError(
+                f"--executor ray: this machine cannot reach itself at {host} ({exc.strerror or exc}), which a local "
+                "Ray cluster needs; bring the network (or at least the loopback `lo`) up, or use --executor process."
+            ) from None
 
 
 def _connect(ray: Any, address: str | None, jobs: int | None) -> bool:

@@ -17,7 +17,8 @@ def num(x: Any) -> float | None:
             return float(x)
         except ValueError:
             return None
-    return float(x)
+    v = float(x)
+    return None if math.isnan(v) else v
 
 
 def stat(block: dict[str, Any] | None, key: str = "median") -> float | None:
@@ -72,8 +73,9 @@ def _bounded(block: dict[str, Any], show: Any) -> str:
         return f"≥ {show(block.get('median_low'))}"
     if bound == "≤":
         return f"≤ {show(block.get('median_high'))}"
-    if bound == "between":
-        return f"{show(block.get('median_low'))}…{show(block.get('median_high'))}"
+    if bound == "between":  # known to lie between two values: one value where they print alike
+        low, high = show(block.get("median_low")), show(block.get("median_high"))
+        return low if low == high else f"{low}…{high}"
     return "unknown"
 
 
@@ -182,7 +184,8 @@ def cost(block: dict[str, Any] | None, unit: Any = seconds) -> str:
     if block.get("bound") == "≥":
         return f"≥ {unit(block.get('median_low'))}"
     if block.get("bound") == "between":
-        return f"{unit(block.get('median_low'))}…{unit(block.get('median_high'))}"
+        low, high = str(unit(block.get("median_low"))), str(unit(block.get("median_high")))
+        return low if low == high else f"{low.removesuffix(' s')}…{high}"
     return str(unit(block.get("median")))
 
 

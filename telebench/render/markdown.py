@@ -149,9 +149,10 @@ def _claim(row: Row) -> tuple[str, list[str]]:
                 details[-1:])
     if verdict == "too few seeds":
         informative, needed = row.get("n_informative") or 0, row.get("min_pairs") or min_pairs_for()
-        why = [f"{row.get('ties')} tied", f"{row.get('unknown_sign')} with an unknown sign"]
-        details.insert(0, f"only {informative} informative seed pairs where a verdict needs {needed}; "
-                          f"of {row.get('n_pairs')} pairs, " + " and ".join(why))
+        why = [f"{row.get(k)} {what}" for k, what in (("ties", "tied"), ("unknown_sign", "with an unknown sign"))
+               if row.get(k)]
+        details.insert(0, f"only {informative} informative seed pairs where a verdict needs {needed}"
+                          + (f" ({' and '.join(why)})" if why else ""))
         details.insert(0, f"median {size}")
         return f"had too few informative seeds for a verdict {where}", details
     if verdict == "faster":

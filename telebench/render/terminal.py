@@ -74,7 +74,7 @@ def summary_cells(row: dict[str, Any]) -> list[str]:
         fmt.speedup(row.get("speedup_time")),
         fmt.speedup(row.get("speedup_steps")),
         "range" if prim.get("ci_kind") == "range" else fmt.level(prim.get("ci_level")),
-        fmt.p_pair(prim.get("p_value"), prim.get("p_adjusted")),
+        fmt.DASH if row.get("identical") else fmt.p_pair(prim.get("p_value"), prim.get("p_adjusted")),
         seeds_advice(row),
         fmt.percent(fmt.stat(row.get("teleport_overhead"))),
         fmt.sci(row.get("max_teleport_loss_change")),
@@ -95,7 +95,7 @@ def seeds_advice(row: dict[str, Any]) -> str:
 def render_terminal(results: dict[str, Any], console: Console) -> None:
     """Print one summary table per case, then the methods and notes.
 
-    Compact by design (two-line cells, light borders) so that ~120 columns show it unwrapped.
+    Compact by design (two-line cells, light borders) so that ~115 columns show it unwrapped.
     """
     rows = results.get("summary") or []
     partial = " · PARTIAL (interrupted run)" if results.get("partial") else ""
@@ -130,8 +130,9 @@ def footer_lines(results: dict[str, Any]) -> list[str]:
         f"{m} comparison(s) at α = {alpha:g}; a verdict needs ≥ {min_pairs_for(alpha)} informative seeds.",
         f"speedup = baseline / arm per paired seed: median, then its {INTERVAL_NAME} (its real level in "
         "'CI'; 'range' below 80%); a miss is censored at its budget, so '≥'/'≤' mark bounds.",
-        "Δ loss = arm − baseline final loss, relative (train / val); seeds for 10%: seeds its spread needs to "
-        "detect a 10% effect with 80% power (alone / among this report's comparisons).",
+        "Δ loss = arm − baseline final loss, relative (train / val); seeds 10%: seeds its spread needs to "
+        "detect a 10% effect with 80% power (alone / among this report's comparisons); cost: teleport share "
+        "of the training clock, Δloss: largest relative loss change of a teleport.",
     ]
 
 
@@ -156,8 +157,7 @@ TERMINAL_COLUMNS: tuple[tuple[str, JustifyMethod], ...] = (
     ("Δ loss\ntr/val", "right"),
     ("p raw\n→Holm", "right"),
     ("seeds\n10%", "right"),
-    ("over-\nhead", "right"),
-    ("max\nΔloss", "right"),
+    ("cost\nΔloss", "right"),  # teleport overhead, then the largest teleport loss change
     ("verdict", "left"),
 )
 
@@ -166,7 +166,7 @@ def _terminal_cells(row: dict[str, Any]) -> list[Text]:
     """Cells as Text, not markup (names may hold brackets); speedups on two lines: median, then CI."""
     cells = summary_cells(row)
     device = "" if row["device"] == "cpu" else f" @ {row['device']}"
-    two_line = [c.replace(" [", "\n").removesuffix("]") for c in (cells[8], cells[9])]
+    two_line = [c.replace(" [", "\n").removesuffix("]").replace("…", "…\n") for c in (cells[8], cells[9])]
     losses = fmt.DASH
     if row.get("train_loss_change") or row.get("val_loss_change"):
         losses = "\n".join(fmt.median_percent((row.get(k) or {}).get("relative"))
@@ -176,12 +176,13 @@ def _terminal_cells(row: dict[str, Any]) -> list[Text]:
         Text(cells[1] + device),
         Text(cells[3]),
         Text(cells[4] + misses),
-        Text(cells[6]),
+        Text(cells[6].replace("…", "…\n")),  # a median known only between two values: one per line
         *map(Text, two_line),
         Text(cells[10]),
         Text(losses),
         Text(cells[11].replace(" → ", "\n→")),
-        *map(Text, cells[12:15]),
+        Text(cells[12]),
+        Text(cells[13] if cells[14] == fmt.DASH else f"{cells[13]}\n{cells[14]}"),
     ]
     verdict = cells[15]
     out.append(

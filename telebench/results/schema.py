@@ -13,12 +13,22 @@ import json
 from pathlib import Path
 from typing import Any
 
+from telebench.config.yaml_io import env_limit, read_regular_file
 from telebench.errors import UserError
 
 SCHEMA = "telebench.results/2"
 KINDS = ("train", "meta", "correlation")
 PAYLOAD = {"train": "trials", "meta": "cases", "correlation": "cases"}  # the list every file of a kind holds
+MAX_RESULTS_BYTES = 256 << 20  # a results.json of 300 trials with their histories is about 6 MiB
 _OLD_KIND = {"telebench.results/1": "train", "telebench.meta/1": "meta", "telebench.correlation/1": "correlation"}
+
+
+def read_results_bytes(path: Path, what: str = "the results.json that `telebench run` wrote") -> bytes:
+    """A results or benchmark JSON file's bytes, refusing devices, FIFOs and files over the size limit
+    (TELEBENCH_MAX_RESULTS_BYTES, default 256 MiB) before reading them."""
+    limit = env_limit("TELEBENCH_MAX_RESULTS_BYTES", MAX_RESULTS_BYTES)
+    return read_regular_file(path, limit, what=what,
+                             too_big="pass the results.json of a run, or raise the limit with TELEBENCH_MAX_RESULTS_BYTES")
 
 
 def header(kind: str, name: str, source: str, description: str) -> dict[str, Any]:
@@ -42,12 +52,15 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
 def load_results(path: str | Path, kind: str | None = None) -> dict[str, Any]:
     """Read, check and migrate a results.json; `kind` insists on one kind. Problems are one sentence."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise UserError(f"Results file {p} does not exist; pass the results.json that `telebench run` wrote in its --out folder.")
+    if p.is_dir():
+        raise UserError(f"Results file {p} is a folder; pass the results.json that `telebench run` wrote inside it.")
+    blob = read_results_bytes(p)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"Cannot read results file {p} ({exc}); check its permissions and encoding.") from None
+        data = json.loads(blob.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UserError(f"Cannot read results file {p} ({exc}); check its encoding.") from None
     except json.JSONDecodeError as exc:
         raise UserError(
             f"Results file {p} is not valid JSON (line {exc.lineno}: {exc.msg}); pass the results.json that `telebench run` wrote."

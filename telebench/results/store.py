@@ -41,6 +41,11 @@ def write_all(fd: int, data: bytes) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temp file in the same folder and rename, so readers never see a partial file; any OSError
     (a full disk) is a WriteError, with the temp file removed and an earlier file left as it was."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """`atomic_write_text` for bytes."""
     if path.is_dir():
         raise UserError(f"{path}: is a folder, so the file cannot be written there; move the folder away and rerun.")
     try:
@@ -50,7 +55,7 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise WriteError(path, exc) from None
     try:
         try:
-            write_all(fd, text.encode("utf-8"))
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)

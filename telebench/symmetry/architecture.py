@@ -217,19 +217,32 @@ class Architecture:
     def curvature(self, m: int, z: Tensor) -> Tensor | None:
         """σ''(z) elementwise for the chain after Linear layer m; None where it is zero (piecewise
         linear chains such as LeakyReLU), so callers can skip its terms."""
-        if self.traits(m).piecewise_linear:
+        if self._closed[m][2]:
             return None
         return self._derivatives(m, z, curvature=True)[2]
+
+    def derivatives(self, m: int, z: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """σ(z), σ'(z) and σ''(z) for the chain after Linear layer m in one pass, detached; σ'' is
+        None where it is zero (piecewise-linear chains)."""
+        return self._derivatives(m, z, curvature=not self._closed[m][2])
+
+    @functools.cached_property
+    def _closed(self) -> tuple[tuple[bool, bool, bool], ...]:
+        """Per chain: σ' in closed form, σ'' in closed form (or zero), piecewise linear."""
+        return tuple(
+            (all(a.slope is not None for a in chain),
+             all(a.slope is not None and (a.curvature is not None or a.traits.piecewise_linear) for a in chain),
+             all(a.traits.piecewise_linear for a in chain))
+            for chain in self.chains
+        )
 
     def _derivatives(self, m: int, z: Tensor, curvature: bool) -> tuple[Tensor, Tensor, Tensor | None]:
         """σ, σ' and (optionally) σ'' of the chain: closed forms link by link with the chain rule
         (s = s₂s₁, c = c₂s₁² + s₂c₁), or autograd when a link has none."""
-        z = z.detach()
+        if z.requires_grad:
+            z = z.detach()
         chain = self.chains[m]
-        closed = all(
-            a.slope is not None and (not curvature or a.curvature is not None or a.traits.piecewise_linear)
-            for a in chain
-        )
+        closed = self._closed[m][1 if curvature else 0]
         s: Tensor | None
         c: Tensor | None
         if not closed:

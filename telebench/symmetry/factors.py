@@ -4,6 +4,7 @@ A factor is one hidden layer's group element ``g`` or right factor ``r`` (``W_m'
 
 * a 1-D tensor: a diagonal matrix (rescale), never expanded to ``width × width``;
 * a 2-D tensor: a dense matrix (linear, and gl-data on layers no wider than the batch);
+* :class:`IdentityPlus`: ``I + c``, dense, applied without forming the identity;
 * :class:`LowRank`: ``I + uᵀ·core·v`` with ``u, v`` of ``k × n`` and ``k < n`` (gl-data on layers
   wider than the batch, whose moves have rank at most twice the batch), never formed during a search.
 
@@ -13,18 +14,13 @@ only when someone asks, e.g. an optimizer-state transport reading ``TeleportReco
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-
-@functools.lru_cache(maxsize=64)
-def eye(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """An identity matrix made once per (size, dtype, device); callers never write into it."""
-    return torch.eye(n, dtype=dtype, device=device)
+from telebench.symmetry.linalg import eye
 
 
 def eye_like(t: Tensor, n: int | None = None) -> Tensor:
@@ -62,12 +58,31 @@ class LowRank:
         return torch.addmm(eye_like(self.u), self.u.mT, self._mid(self.v))
 
 
-Factor = Tensor | LowRank
+@dataclass(frozen=True)
+class IdentityPlus:
+    """The dense matrix ``I + c``, applied as ``w + c w`` (one fused product, no identity formed)."""
+
+    c: Tensor
+
+    def lmul(self, w: Tensor) -> Tensor:
+        return torch.addmm(w, self.c, w) if w.dim() == 2 else torch.addmv(w, self.c, w)
+
+    def rmul(self, w: Tensor) -> Tensor:
+        return torch.addmm(w, w, self.c)
+
+    def rmul_t(self, z: Tensor) -> Tensor:
+        return torch.addmm(z, z, self.c.mT)
+
+    def dense(self) -> Tensor:
+        return self.c + eye_like(self.c)
+
+
+Factor = Tensor | LowRank | IdentityPlus
 
 
 def lmul(f: Factor, w: Tensor) -> Tensor:
     """``f @ w`` (``w`` a weight or a bias vector)."""
-    if isinstance(f, LowRank):
+    if isinstance(f, LowRank | IdentityPlus):
         return f.lmul(w)
     if f.dim() == 1:
         return f[:, None] * w if w.dim() == 2 else f * w
@@ -76,14 +91,21 @@ def lmul(f: Factor, w: Tensor) -> Tensor:
 
 def rmul(w: Tensor, f: Factor) -> Tensor:
     """``w @ f`` (on a weight's columns)."""
-    if isinstance(f, LowRank):
+    if isinstance(f, LowRank | IdentityPlus):
         return f.rmul(w)
     return w * f if f.dim() == 1 else w @ f
 
 
+def rmul_t(z: Tensor, f: Factor) -> Tensor:
+    """``z @ fᵀ`` (a batch of unit vectors, rows of ``z``, moved by ``f``)."""
+    if isinstance(f, LowRank | IdentityPlus):
+        return f.rmul_t(z)
+    return z * f if f.dim() == 1 else z @ f.mT
+
+
 def dense(f: Factor) -> Tensor:
     """The factor as stored (vector or matrix), or a low-rank one formed as a matrix."""
-    return f.dense() if isinstance(f, LowRank) else f
+    return f.dense() if isinstance(f, LowRank | IdentityPlus) else f
 
 
 def compose_left(factors: Sequence[Factor], like: Tensor, n: int, diagonal: bool) -> Tensor:
@@ -136,15 +158,22 @@ class Steps:
         self.lefts: list[list[Factor]] = [[] for _ in widths]
         self.rights: list[list[Factor]] = [[] for _ in widths]
         self.algebra: list[list[Tensor | Callable[[], Tensor]]] = [[] for _ in widths]
-        self.known_lefts: dict[int, Tensor] = {}  # layers whose composed left the search formed anyway
+        # Layers whose composed factors the search formed anyway (to move the weights).
+        self.known_lefts: dict[int, Tensor] = {}
+        self.known_rights: dict[int, Tensor] = {}
 
     def left(self, m: int) -> Callable[[], Tensor]:
+        """Hidden layer m's ``g_K ⋯ g_1``, composed on first call."""
         if m in self.known_lefts:
             known = self.known_lefts[m]
             return lambda: known
         return Lazy(lambda: compose_left(self.lefts[m], self.like, self.widths[m], self.diagonal))
 
     def right(self, m: int) -> Callable[[], Tensor]:
+        """Hidden layer m's ``r_1 ⋯ r_K``, composed on first call."""
+        if m in self.known_rights:
+            known = self.known_rights[m]
+            return lambda: known
         return Lazy(lambda: compose_right(self.rights[m], self.like, self.widths[m], self.diagonal))
 
     def total(self) -> list[Tensor]:

@@ -3,10 +3,19 @@ elements, and a fixed-matrix least-squares solver."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 from torch import Tensor
+
+
+@functools.lru_cache(maxsize=64)
+def eye(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """An identity matrix made once per (size, dtype, device); callers never write into it (made
+    outside inference mode, so autograd may use it later)."""
+    with torch.inference_mode(False):
+        return torch.eye(n, dtype=dtype, device=device)
 
 
 def expm(a: Tensor) -> Tensor:
@@ -41,6 +50,30 @@ def expm(a: Tensor) -> Tensor:
 _TAYLOR_TOLERANCE = {torch.float16: 2.5e-4, torch.bfloat16: 2e-3, torch.float32: 3e-8, torch.float64: 5e-17}
 _DEVICE_DEGREE = {torch.float16: 6, torch.bfloat16: 5, torch.float32: 10, torch.float64: 18}  # 1/(p+1)! ≤ tolerance
 _DEVICE_SQUARINGS = 12  # accurate for ‖A‖₁ ≤ 4096; larger arguments lose accuracy rather than synchronise
+
+
+def expm_all(mats: list[Tensor]) -> list[Tensor]:
+    """:func:`expm` of each of several square matrices of different sizes, with one degree and
+    number of squarings for all, chosen from the largest Frobenius norm (a bound on the spectral
+    norm, which is what the Taylor remainder needs): on CPU, one norm read per matrix and no more."""
+    if not mats or mats[0].device.type != "cpu":
+        return [expm_on_device(m) for m in mats]
+    norm = max(float(torch.linalg.vector_norm(m)) for m in mats)
+    if not math.isfinite(norm):
+        return [torch.linalg.matrix_exp(m) for m in mats]
+    squarings = max(0, math.ceil(math.log2(norm))) if norm > 1 else 0
+    xn = norm / 2**squarings
+    degree, term = 1, xn * xn / 2
+    while term > _TAYLOR_TOLERANCE[mats[0].dtype] and degree < 30:
+        degree += 1
+        term *= xn / (degree + 1)
+    out = []
+    for m in mats:
+        e = _taylor(m / 2**squarings if squarings else m, degree)
+        for _ in range(squarings):
+            e = e @ e
+        out.append(e)
+    return out
 
 
 def expm_on_device(a: Tensor) -> Tensor:
@@ -78,10 +111,10 @@ def phi(a: Tensor, adaptive: bool | None = None) -> Tensor:
         scale = torch.log2(torch.linalg.matrix_norm(a, ord=1)).ceil().clamp(0, _DEVICE_SQUARINGS)
         x = a * torch.exp2(-scale)
         degree, squarings = _DEVICE_DEGREE[a.dtype], _DEVICE_SQUARINGS
-    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
-    f = torch.add(eye, x, alpha=1 / (degree + 1))
+    one = eye(a.shape[-1], a.dtype, a.device)
+    f = torch.add(one, x, alpha=1 / (degree + 1))
     for k in range(degree, 1, -1):
-        f = torch.addmm(eye, x, f, alpha=1 / k)
+        f = torch.addmm(one, x, f, alpha=1 / k)
     for i in range(squarings):
         doubled = torch.addmm(f, f, x @ f, alpha=0.5)
         f = doubled if scale is None else torch.where(scale > i, doubled, f)
@@ -91,16 +124,16 @@ def phi(a: Tensor, adaptive: bool | None = None) -> Tensor:
 
 def _taylor(x: Tensor, degree: int) -> Tensor:
     """I + x + x²/2 + … + x^p/p! by Horner's rule."""
-    eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
-    e = torch.add(eye, x, alpha=1 / degree)
+    one = eye(x.shape[-1], x.dtype, x.device)
+    e = torch.add(one, x, alpha=1 / degree)
     if x.dim() == 2:
         for k in range(degree - 1, 0, -1):
-            e = torch.addmm(eye, x, e, alpha=1 / k)
+            e = torch.addmm(one, x, e, alpha=1 / k)
         return e
     flat_x = x.reshape(-1, *x.shape[-2:])
     e = e.reshape(flat_x.shape)
     for k in range(degree - 1, 0, -1):
-        e = torch.baddbmm(eye, flat_x, e, alpha=1 / k)
+        e = torch.baddbmm(one, flat_x, e, alpha=1 / k)
     return e.reshape(x.shape)
 
 

@@ -22,9 +22,9 @@ Hvp = Callable[[Tensor], Tensor]
 
 @dataclass(frozen=True)
 class OutputDerivatives:
-    """At one output: the loss, ∂ℓ/∂output, and v ↦ ∇²ℓ·v (None unless asked for)."""
+    """At one output: the loss (None unless asked for), ∂ℓ/∂output, and v ↦ ∇²ℓ·v (None unless asked for)."""
 
-    loss: Tensor
+    loss: Tensor | None
     gradient: Tensor
     hvp: Hvp | None
 
@@ -35,42 +35,54 @@ class Head:
     def __init__(self, loss_fn: LossFn, targets: Tensor, output: Callable[[Tensor], Tensor]) -> None:
         self.loss_fn, self.targets, self.output = loss_fn, targets, output
 
-    def derivatives(self, out: Tensor, second: bool) -> OutputDerivatives:
+    def derivatives(self, out: Tensor, second: bool, loss: bool = True) -> OutputDerivatives:
+        """Autograd computes the loss anyway: ``loss=False`` only drops it from the result."""
         with torch.enable_grad():
             leaf = out.detach().requires_grad_()
-            loss = self.loss_fn(self.output(leaf), self.targets)
-            if loss.dim() != 0:
-                raise ValueError(f"loss_fn must return a scalar, got a tensor of shape {tuple(loss.shape)}.")
-            (gradient,) = torch.autograd.grad(loss, leaf, create_graph=second)
+            value = self.loss_fn(self.output(leaf), self.targets)
+            if value.dim() != 0:
+                raise ValueError(f"loss_fn must return a scalar, got a tensor of shape {tuple(value.shape)}.")
+            (gradient,) = torch.autograd.grad(value, leaf, create_graph=second)
 
         def hvp(v: Tensor) -> Tensor:
             with torch.enable_grad():
                 return torch.autograd.grad(gradient, leaf, v, retain_graph=True)[0]
 
-        return OutputDerivatives(loss.detach(), gradient.detach(), hvp if second else None)
+        return OutputDerivatives(value.detach() if loss else None, gradient.detach(), hvp if second else None)
 
 
 class CrossEntropyHead(Head):
-    """Mean cross-entropy over class indices: ∇ = (p − onehot(y))/b, ∇²v = (p ⊙ v − p (pᵀv))/b."""
+    """Mean cross-entropy over class indices: ∇ = (p − onehot(y))/b, ∇²v = (p/b) ⊙ (v − pᵀv).
 
-    def derivatives(self, out: Tensor, second: bool) -> OutputDerivatives:
+    The one-hot targets (over b) are made once per head, so a step costs a softmax and three
+    elementwise operations, and the loss (a log-softmax) only when asked for."""
+
+    def derivatives(self, out: Tensor, second: bool, loss: bool = True) -> OutputDerivatives:
         b = out.shape[0]
         p = torch.softmax(out, dim=-1)
-        gradient = p.scatter_add(1, self.targets[:, None], p.new_full((b, 1), -1.0)).div_(b)
+        pb = p / b
+        gradient = pb - self._onehot(out)
+        hvp = None
+        if second:
+            def hvp(v: Tensor) -> Tensor:
+                return pb * (v - (p * v).sum(-1, keepdim=True))
 
-        def hvp(v: Tensor) -> Tensor:
-            pv = p * v
-            return pv.sub_(p * pv.sum(-1, keepdim=True)).div_(b)
+        return OutputDerivatives(F.cross_entropy(out, self.targets) if loss else None, gradient, hvp)
 
-        return OutputDerivatives(F.cross_entropy(out, self.targets), gradient, hvp if second else None)
+    def _onehot(self, like: Tensor) -> Tensor:
+        cached = getattr(self, "_onehot_cache", None)
+        if cached is None or cached.dtype != like.dtype or cached.shape != like.shape:
+            cached = torch.zeros_like(like).scatter_(1, self.targets[:, None], 1.0 / like.shape[0])
+            self._onehot_cache = cached
+        return cached
 
 
 class MeanSquaredErrorHead(Head):
     """Mean squared error over every output entry: ∇ = 2(out − t)/N, ∇²v = 2v/N."""
 
-    def derivatives(self, out: Tensor, second: bool) -> OutputDerivatives:
+    def derivatives(self, out: Tensor, second: bool, loss: bool = True) -> OutputDerivatives:
         scale = 2.0 / out.numel()
-        return OutputDerivatives(F.mse_loss(out, self.targets), (out - self.targets).mul_(scale),
+        return OutputDerivatives(F.mse_loss(out, self.targets) if loss else None, (out - self.targets).mul_(scale),
                                  (lambda v: v * scale) if second else None)
 
 

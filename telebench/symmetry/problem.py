@@ -160,6 +160,7 @@ class Problem:
         grads.reverse()
         deltas.reverse()
         pulled.reverse()
+        assert at_output.loss is not None
         return at_output.loss, grads, (at_output.hvp, deltas, pulled)
 
     def _autograd_gradients(self, params: Sequence[Layer]) -> tuple[Tensor, list[Layer]]:

@@ -1,14 +1,20 @@
 """The teleport search: K steps of gradient ascent or descent on the Lie algebra, each from the identity.
 
 Each step computes ∂f/∂T at T = 0 for the objective f at ``g(T)·w``, steps ``T = ±lr·∂f/∂T`` and
-applies ``g(T)``, as in the paper. Two paths compute exactly that:
+applies ``g(T)``, as in the paper. Three paths compute exactly that:
 
 * **covariant** (exact groups with gradient-only objectives, e.g. rescale or linear with
-  ``grad_norm``): one gradient at w. Since L(g·w) = L(w) for every input, ∇L(g·w) follows from
-  ∇L(w) by matrix algebra, so the K steps make no further pass over the batch;
+  ``grad_norm``; :mod:`telebench.symmetry.covariant`): one gradient at w. Since L(g·w) = L(w) for
+  every input, ∇L(g·w) follows from ∇L(w) by matrix algebra, so the K steps make no further pass
+  over the batch;
+* **gl-data with grad_norm** (:mod:`telebench.symmetry.gl_search`): the generic path's numbers from
+  one fused gradient, Hessian-vector product and pull-back per step, on batch-shaped factors;
 * **generic** (any group and objective): per step, the objective's gradient w.r.t. the weights
   (for ``grad_norm`` a Hessian-vector product), pulled back into the algebra through the
   derivative of the group action at the identity.
+
+Every path records each step's factors (:class:`~telebench.symmetry.factors.Steps`) and composes
+them only when asked.
 
 Nothing here reads a tensor on the host inside the K steps unless a ``cap`` asks for it (on CPU
 the ``exp`` parametrisation reads one norm per step, which costs nothing there).
@@ -16,110 +22,47 @@ the ``exp`` parametrisation reads one norm per step, which costs nothing there).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-from torch import Tensor
 
 from telebench.symmetry import phases
-from telebench.symmetry.architecture import Params
+from telebench.symmetry.covariant import covariant
+from telebench.symmetry.factors import Steps
+from telebench.symmetry.gl_data import GLDataGroup
+from telebench.symmetry.gl_search import gl_grad_norm_search
 from telebench.symmetry.groups import Element, ExactGroup, Group
 from telebench.symmetry.objectives.base import Objective
+from telebench.symmetry.objectives.grad_norm import GradNorm
 from telebench.symmetry.problem import Forward, Problem
+from telebench.symmetry.search_types import Outcome, SearchOptions, capped, norm
 
-
-@dataclass(frozen=True)
-class SearchOptions:
-    """How to search: the knobs of :func:`telebench.symmetry.teleport` that shape the K steps."""
-
-    steps: int = 10
-    lr: float = 1e-2
-    direction: str = "increase"  # increase | decrease
-    normalize_step: bool = False  # each step has norm exactly lr (joint over hidden layers)
-    cap: float | None = None  # stop once the objective reaches this value
-    parametrization: str = "exp"  # exp | linear
-
-
-@dataclass
-class Outcome:
-    """A search's result in functional form, before anything touches the model."""
-
-    params: Params  # the moved weights
-    lefts: Element  # per hidden layer, the composed left factor g_K ⋯ g_1
-    rights: Element  # per hidden layer, the composed right factor r_1 ⋯ r_K
-    algebra: Element  # Σ_k T_k: the size and direction of the move in the Lie algebra
-    steps_taken: int
-    loss_before: Tensor
-    objective_before: Tensor
-
-
-def norm(element: Element) -> Tensor:
-    """Joint Frobenius norm over the hidden layers."""
-    return torch.linalg.vector_norm(torch.cat([t.reshape(-1) for t in element]))
+__all__ = ["Outcome", "SearchOptions", "norm", "random_element", "search"]
 
 
 def _step(grad: Element, settings: SearchOptions) -> Element:
     """±lr·∇, or ±lr·∇/‖∇‖ with ``normalize_step``."""
-    scale: float | Tensor = settings.lr if settings.direction == "increase" else -settings.lr
+    scale: float | torch.Tensor = settings.lr if settings.direction == "increase" else -settings.lr
     if settings.normalize_step:
         n = norm(grad)
         scale = scale / n.clamp_min(torch.finfo(n.dtype).tiny)
     return [scale * d for d in grad]
 
 
-def _capped(value: Tensor, settings: SearchOptions) -> bool:
-    """Whether the objective already reached the cap: the only host read in the loop."""
-    if settings.cap is None:
-        return False
-    v = float(value)
-    return v >= settings.cap if settings.direction == "increase" else v <= settings.cap
-
-
 def search(problem: Problem, group: Group, objective: Objective, settings: SearchOptions) -> Outcome:
     """Run the K-step search from the model's current weights (which it does not modify)."""
     _ = problem.head  # choose the loss head now: it may read the targets once, before the loop
     if isinstance(group, ExactGroup) and objective.gradient_only:
-        return _covariant(problem, group, objective, settings)
+        return covariant(problem, group, objective, settings)
+    if type(group) is GLDataGroup and type(objective) is GradNorm:
+        return gl_grad_norm_search(problem, settings)
     return _generic(problem, group, objective, settings)
-
-
-def _covariant(problem: Problem, group: ExactGroup, objective: Objective, settings: SearchOptions) -> Outcome:
-    arch = problem.arch
-    params = arch.params()
-    like = params[0][0]
-    with phases.span(phases.OBJECTIVE):
-        loss, grads = problem.gradients(params)
-    lefts, rights, total = group.identity(arch, like), group.identity(arch, like), group.zeros(arch, like)
-    before = None
-    taken = 0
-    for k in range(settings.steps):
-        if k == 0 or settings.cap is not None:
-            with phases.span(phases.OBJECTIVE):
-                value = objective.from_gradients(grads)
-            before = value if before is None else before
-            if _capped(value, settings):
-                break
-        with phases.span(phases.OBJECTIVE_GRAD):
-            t = _step(group.algebra_gradient(grads, objective.gradient_wrt_gradients(grads)), settings)
-        with phases.span(phases.GROUP_ACTION):
-            g, g_inv = group.element(t, settings.parametrization)
-            assert g_inv is not None
-            grads = group.transform_gradients(grads, g, g_inv)
-            lefts, rights = group.compose(g, lefts), group.compose(rights, g_inv)
-            total = [a + b for a, b in zip(total, t, strict=True)]
-        taken += 1
-    if before is None:
-        before = objective.from_gradients(grads)
-    with phases.span(phases.APPLY):
-        moved, _ = group.act(arch, params, lefts, rights)
-    return Outcome(moved, lefts, rights, total, taken, loss, before)
 
 
 def _generic(problem: Problem, group: Group, objective: Objective, settings: SearchOptions) -> Outcome:
     arch = problem.arch
     params = arch.params()
     like = params[0][0]
-    lefts, rights, total = group.identity(arch, like), group.identity(arch, like), group.zeros(arch, like)
+    lefts, rights = group.identity(arch, like), group.identity(arch, like)
+    record = Steps(arch.widths, like, group.diagonal)
     first = None
     state = None
     taken = 0
@@ -132,7 +75,7 @@ def _generic(problem: Problem, group: Group, objective: Objective, settings: Sea
             problem, params, forward, value=first is None or settings.cap is not None
         )
         first = ev if first is None else first
-        if ev is not None and _capped(ev.value, settings):
+        if ev is not None and capped(ev.value, settings):
             break
         with phases.span(phases.OBJECTIVE_GRAD):
             t = _step(group.pullback(arch, params, state, dparams), settings)
@@ -140,7 +83,8 @@ def _generic(problem: Problem, group: Group, objective: Objective, settings: Sea
             g, g_inv = group.element(t, settings.parametrization)
             params, right, state = group.act_and_prepare(arch, params, g, g_inv, state, problem.inputs)
             lefts, rights = group.compose(g, lefts), group.compose(rights, right)
-            total = [a + b for a, b in zip(total, t, strict=True)]
+            for m, tm in enumerate(t):
+                record.algebra[m].append(tm)
         taken += 1
     if first is None:
         with phases.span(phases.OBJECTIVE):
@@ -149,7 +93,9 @@ def _generic(problem: Problem, group: Group, objective: Objective, settings: Sea
     if loss is None:
         with torch.no_grad():
             loss = problem.loss(arch.params())
-    return Outcome(params, lefts, rights, total, taken, loss.detach(), first.value.detach())
+    record.known_lefts.update(enumerate(lefts))
+    record.known_rights.update(enumerate(rights))
+    return Outcome(params, record, taken, loss.detach(), first.value.detach())
 
 
 def random_element(
@@ -163,7 +109,7 @@ def random_element(
     params = arch.params()
     if scale is None:
         dry = search(problem, group, objective, settings)
-        size: float | Tensor = norm(dry.algebra)
+        size: float | torch.Tensor = norm(dry.algebra)
         loss, before = dry.loss_before, dry.objective_before
     else:
         size = scale
@@ -177,4 +123,8 @@ def random_element(
         algebra = [factor * d for d in direction]
         g, g_inv = group.element(algebra, settings.parametrization)
         moved, right = group.act(arch, params, g, g_inv, group.prepare(arch, params, problem.inputs))
-    return Outcome(moved, g, right, algebra, 1, loss, before)
+    record = Steps(arch.widths, params[0][0], group.diagonal)
+    for m in range(len(arch.widths)):
+        record.known_lefts[m], record.known_rights[m] = g[m], right[m]
+        record.algebra[m].append(algebra[m])
+    return Outcome(moved, record, 1, loss, before)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -29,7 +30,6 @@ DIRECTIONS = ("increase", "decrease")
 MODES = ("optimize", "random")
 
 
-@dataclass
 class LayerTransform:
     """The net group element applied at hidden layer ``layer`` (the output of the ``layer``-th
     nn.Linear, counting Linear layers only), composed over all steps of one teleport.
@@ -43,11 +43,45 @@ class LayerTransform:
       matrix (``A ≈ σ(Z) σ(gZ)⁺`` on the teleport batch). ``right`` is not ``left⁻¹``: it is the
       linear map that carried the new hidden activations back to the old ones on that batch, the
       linearisation an optimizer-state transport should use for ``W_{m+1}``.
+
+    Storage: ``left_factor`` and ``right_factor`` are what the teleport keeps, a vector (the diagonal)
+    for diagonal groups and a matrix otherwise; a search that kept only its per-step factors
+    composes them on the first read. ``left`` and ``right`` are always matrices, formed from a
+    vector on each read (``width × width``: read the factors for wide layers).
     """
 
-    layer: int
-    left: Tensor
-    right: Tensor
+    def __init__(self, layer: int, left: Tensor | Callable[[], Tensor], right: Tensor | Callable[[], Tensor]) -> None:
+        self.layer = layer
+        self._left, self._right = left, right
+
+    @staticmethod
+    def _get(value: Tensor | Callable[[], Tensor]) -> Tensor:
+        return value if isinstance(value, Tensor) else value()
+
+    @property
+    def left_factor(self) -> Tensor:
+        return self._get(self._left)
+
+    @property
+    def right_factor(self) -> Tensor:
+        return self._get(self._right)
+
+    @property
+    def diagonal(self) -> bool:
+        return self.left_factor.dim() == 1
+
+    @property
+    def left(self) -> Tensor:
+        f = self.left_factor
+        return torch.diag(f) if f.dim() == 1 else f
+
+    @property
+    def right(self) -> Tensor:
+        f = self.right_factor
+        return torch.diag(f) if f.dim() == 1 else f
+
+    def __repr__(self) -> str:
+        return f"LayerTransform(layer={self.layer})"
 
 
 @dataclass
@@ -161,7 +195,7 @@ def _apply_and_check(arch: Architecture, problem: Problem, obj: Objective, outco
         saved = _flatten(arch.params())  # a copy: restoring from it is bit for bit
         _write(arch, outcome.params)
     with phases.span(phases.INVARIANCE_CHECK):
-        after = obj.evaluate(problem, arch.params(), create_graph=False)
+        after = outcome.after if outcome.after is not None else obj.evaluate(problem, arch.params(), create_graph=False)
         loss_after_t = after.loss if after.loss is not None else problem.loss(arch.params())
         loss_before, loss_after = float(outcome.loss_before), float(loss_after_t.detach())
         change = _relative(loss_after, loss_before)
@@ -190,7 +224,6 @@ def _record(
     held_after: float | None,
 ) -> TeleportRecord:
     """The record of one teleport; the composed transforms only when the move was kept."""
-    lefts, rights = grp.as_matrices(outcome.lefts), grp.as_matrices(outcome.rights)
     return TeleportRecord(
         group=grp.name,
         objective=obj.name,
@@ -210,9 +243,8 @@ def _record(
         held_out_loss_before=held_before,
         held_out_loss_after=held_after,
         held_out_relative_loss_change=_held_out_change(held_after, held_before),
-        transforms=[LayerTransform(m, lt, rt) for m, (lt, rt) in enumerate(zip(lefts, rights, strict=True))]
-        if check.accepted
-        else [],
+        transforms=[LayerTransform(m, outcome.factors.left(m), outcome.factors.right(m))
+                    for m in range(len(outcome.factors.widths))] if check.accepted else [],
     )
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from telebench.analysis.compare import pytest_benchmark, telebench_results
 from telebench.analysis.compare.samples import Source
 from telebench.errors import UserError
-from telebench.results.schema import SCHEMA, migrate  # torch-free import: compare stays quick to start
+from telebench.results.schema import SCHEMA, migrate, read_results_bytes  # torch-free: compare starts quickly
 
 WHAT = "a results.json from `telebench run` or a pytest-benchmark JSON from `pytest --benchmark-json=FILE`"
 
@@ -18,9 +18,10 @@ def read_source(path: Path) -> Source:
         raise UserError(f"{path}: file not found; pass {WHAT}.")
     if path.is_dir():
         raise UserError(f"{path} is a folder; pass {WHAT} inside it.")
+    blob = read_results_bytes(path, WHAT)  # a device or FIFO is refused, not read forever
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
+        data = json.loads(blob.decode("utf-8"))
+    except UnicodeDecodeError as exc:
         raise UserError(f"{path}: cannot be read ({exc}); pass {WHAT}.") from None
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); pass {WHAT}.") from None

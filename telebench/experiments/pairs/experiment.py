@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
+from telebench.analysis.verdicts import ALPHA
 from telebench.config.overrides import Overrides
 from telebench.experiments.pairs.load import resolve_suite
 from telebench.experiments.pairs.plan import Plan, expand, group_pairs, trials_of
@@ -51,8 +52,10 @@ class PairsExperiment:
             summarise,
         )
 
+        primary = config.analysis.primary_metric if isinstance(config, Suite) else "time_to_target"
         trials = resolve_targets(list(records))
-        return {"trials": trials, "summary": summarise(trials)}
+        return {"analysis": {"primary_metric": primary, "alpha": ALPHA}, "trials": trials,
+                "summary": summarise(trials, primary_metric=primary, alpha=ALPHA)}
 
     def write_report(self, results: dict[str, Any], out_dir: Path) -> Path:
         from telebench.render.markdown import write_report  # matplotlib: only when a report is drawn

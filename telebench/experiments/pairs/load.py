@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from telebench.analysis.verdicts import ALPHA, min_pairs_for
 from telebench.config import registry
 from telebench.config.base import check_name
 from telebench.config.errors import key_path, validation_error
@@ -293,6 +294,24 @@ def _note_no_ops(case: Case, origin: _Origin, notes: list[str]) -> None:
                       "equal the baseline's (the suite still runs).")
 
 
+def _note_seed_counts(cases: list[Case], notes: list[str]) -> None:
+    """Say up front when no outcome could earn a verdict: the exact sign test needs a minimum of paired
+    seeds, and Holm's correction over the report's comparisons raises it for the strongest one."""
+    m = sum(len(c.optimizers) * len(c.devices) * sum(a.kind != "baseline" for a in c.arms) for c in cases)
+    if m == 0:
+        return
+    alone, first = min_pairs_for(ALPHA), min_pairs_for(ALPHA / m)
+    for case in cases:
+        n = len(case.seeds)
+        if n < alone:
+            _note(notes, f"warning: {case.name}: {n} paired seeds cannot support any verdict: the exact sign test "
+                  f"needs at least {alone} (and {first} for the strongest of this suite's {m} comparisons under "
+                  "Holm's correction); add seeds, or read its rows as `too few seeds`.")
+        elif n < first:
+            _note(notes, f"{case.name}: {n} paired seeds; under Holm's correction over this suite's {m} comparisons "
+                  f"even the strongest needs {first} seeds for a verdict.")
+
+
 def _resolve_case(source: str, doc: SuiteFile, index: int, ov: Overrides, notes: list[str],
                   check_devices: bool) -> Case:
     origin = _Origin(doc, index)
@@ -387,6 +406,7 @@ def resolve_suite(path: Path, raw: dict[str, Any], ov: Overrides, check_devices:
         first[case.name] = i
     if ov.cases is not None:
         cases = _select_cases(source, cases, ov.cases)
+    _note_seed_counts(cases, notes)
     return Suite(name=doc.name, description=doc.description, defaults=doc.defaults, cases=cases,
                  executor=doc.executor, source=path, notes=notes, analysis=doc.analysis)
 

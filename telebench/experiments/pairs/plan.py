@@ -28,16 +28,17 @@ def expand(suite: Suite) -> list[TrialSpec]:
             optimizer = OptimizerSpec(name=opt.name, lr=opt.lr, kwargs=freeze(opt.kwargs))
             baseline = next((arm for arm in case.arms if arm.kind == "baseline"), None)
             for device in case.devices:
-                common = dict(suite=suite.name, case=case.name, dataset=dataset, model=model, optimizer=optimizer,
-                              optimizer_label=str(opt.label), device=device, batch_size=case.batch_size,
-                              budget=case.budget.to_spec(), eval_every=case.eval_every,
-                              target=case.target.to_spec(), eval_batch_size=case.eval_batch_size)
+                template = TrialSpec(suite=suite.name, case=case.name, arm="", arm_kind="baseline", dataset=dataset,
+                                     model=model, optimizer=optimizer, optimizer_label=str(opt.label), teleport=None,
+                                     device=device, seed=0, batch_size=case.batch_size, budget=case.budget.to_spec(),
+                                     eval_every=case.eval_every, target=case.target.to_spec(),
+                                     eval_batch_size=case.eval_batch_size)
                 if baseline is not None and case.target.value is None:  # a derived target: calibration runs
-                    plan += [TrialSpec(arm=baseline.name, arm_kind="baseline", teleport=None, seed=seed,
-                                       role="calibration", **common) for seed in case.calibration_seeds]
+                    plan += [replace(template, arm=baseline.name, seed=seed, role="calibration")
+                             for seed in case.calibration_seeds]
                 for seed in case.seeds:
-                    plan += [TrialSpec(arm=arm.name, arm_kind=str(arm.kind), teleport=_teleport_spec(case, opt, arm),
-                                       seed=seed, **common) for arm in case.arms]
+                    plan += [replace(template, arm=arm.name, arm_kind=str(arm.kind), seed=seed,
+                                     teleport=_teleport_spec(case, opt, arm)) for arm in case.arms]
     return plan
 
 
