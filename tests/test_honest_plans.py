@@ -80,8 +80,13 @@ def test_reset_only_restarts_the_optimizer_whatever_the_policy_so_under_transpor
     assert [h["train_loss"] for h in base["history"]] != [h["train_loss"] for h in control["history"]]
 
 
+def test_a_reset_at_step_0_only_is_warned_about_for_every_optimizer(tmp_path: Path) -> None:
+    notes = load_suite(write(tmp_path)).notes  # the default schedule: one teleport, at step 0
+    assert any(n.startswith("warning: teleport.schedule (default): reset-only resets only at step 0") for n in notes)
+
+
 def test_reset_only_with_plain_sgd_is_warned_about_and_equals_the_baseline(tmp_path: Path) -> None:
-    suite = load_suite(write(tmp_path))
+    suite = load_suite(write(tmp_path, teleport={"schedule": {"at_steps": [10]}}))
     (warning,) = [n for n in suite.notes if "does nothing" in n]
     assert warning.startswith("warning: defaults.arms[2]: reset-only with sgd does nothing")
     assert "adam" not in warning  # Adam keeps state: its reset-only arm is a real control
@@ -101,3 +106,22 @@ def test_a_budget_of_zero_steps_ends_instead_of_hanging(tmp_path: Path) -> None:
     (record,) = run_pair([dataclasses.replace(trial("baseline"), budget=BudgetSpec("epochs", 0.001))], None)
     assert record["status"] == "ok" and {h["step"] for h in record["history"]} == {0}
     assert torch.get_num_threads() == 1
+
+
+def test_end_to_end_a_plain_sgd_reset_only_control_is_reported_identical(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from telebench.experiments.base import RunRequest
+    from telebench.experiments.registry import load_config
+    from telebench.experiments.runner import run_experiment
+
+    exp, suite = load_config(write(tmp_path, arms=["baseline", "reset-only"], teleport={"schedule": {"at_steps": [10]}}))
+    assert any("reset-only with sgd does nothing" in note for note in suite.notes)
+    out = tmp_path / "out"
+    outcome = run_experiment(exp, suite, RunRequest(out_dir=out), Console(file=io.StringIO()))
+    rows = {(r["optimizer"], r["arm"]): r for r in outcome.results["summary"]}
+    assert rows[("sgd", "reset-only")]["verdict"] == "identical"
+    assert rows[("adam", "reset-only")]["verdict"] != "identical"  # Adam's restart is a real control
+    assert "identical to the baseline" in (out / "report.md").read_text()

@@ -287,8 +287,13 @@ def _note_no_ops(case: Case, origin: _Origin, notes: list[str]) -> None:
     for k, arm in enumerate(case.arms):
         if arm.kind != "reset-only":
             continue
-        for opt in case.optimizers:
-            if not keeps_state(opt.name, opt.kwargs):
+        for j, opt in enumerate(case.optimizers):
+            schedule = teleport_settings(case, opt, arm).schedule
+            if schedule.at_steps == [0] or schedule.at_epochs == [0]:
+                _note(notes, f"warning: {origin.teleport_key(j, k, 'schedule')}: reset-only resets only at step 0, "
+                      "before the optimizer has any state, so it does nothing; its trials will equal the "
+                      "baseline's (the suite still runs).")
+            elif not keeps_state(opt.name, opt.kwargs):
                 _note(notes, f"warning: {origin.case_key('arms', k)}: reset-only with {opt.label} does nothing, "
                       f"because {opt.name} without momentum keeps no optimizer state to reset; its trials will "
                       "equal the baseline's (the suite still runs).")
