@@ -125,3 +125,22 @@ def test_end_to_end_a_plain_sgd_reset_only_control_is_reported_identical(tmp_pat
     assert rows[("sgd", "reset-only")]["verdict"] == "identical"
     assert rows[("adam", "reset-only")]["verdict"] != "identical"  # Adam's restart is a real control
     assert "identical to the baseline" in (out / "report.md").read_text()
+
+
+def test_a_model_too_large_for_the_machine_is_refused_before_anything_is_allocated(tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from telebench.config.overrides import Overrides
+    from telebench.experiments.pairs import load, memory
+
+    monkeypatch.setattr(load, "machine_bytes", lambda: 8 * 2**30)  # an 8 GB machine
+    doc = yaml.safe_load(write(tmp_path, teleport={"group": "linear"}).read_text())
+    doc["cases"][0]["model"] = {"widths": [64, 100_000, 10], "activation": "identity"}
+    path = tmp_path / "large.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(UserError, match=r"model.widths: one pair of 3 arms needs about .* GB .* more than half of "
+                                        r"this machine's 8 GB; use narrower layers, or pass --allow-large"):
+        load_suite(path)
+    assert load_suite(path, Overrides(allow_large=True)).cases  # the override lets it through
+    # diagonal groups store vectors: the same width under rescale needs a tenth of it, and fits
+    diagonal, dense = (memory.pair_bytes([64, 100_000, 10], True, 3, 32, 1024, d) for d in (False, True))
+    assert diagonal < dense / 10 and diagonal < 4 * 2**30

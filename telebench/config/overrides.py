@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from telebench.config.base import DEVICE_PATTERN
-from telebench.config.yaml_io import read_yaml
+from telebench.config.yaml_io import LimitError, load_value, read_yaml
 from telebench.errors import UserError
 
 _PATH_PART = re.compile(r"\.?([A-Za-z_][\w-]*)|\[([^\]]+)\]")
@@ -29,6 +29,7 @@ class Overrides:
     eval_every: int | None = None
     cases: list[str] | None = None  # case names to keep
     networks: int | None = None  # networks per case (correlation studies)
+    allow_large: bool = False  # run models estimated to need more than half the machine's memory
     sets: list[str] = field(default_factory=list)  # "dotted.key[0].path=value", value parsed as YAML
 
     def __post_init__(self) -> None:
@@ -100,7 +101,9 @@ def _apply_set(raw: dict[str, Any], text: str) -> None:
         raise UserError(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. defaults.batch_size=64 or "
                         "cases[0].optimizers[1].lr=0.01.")
     try:
-        value = yaml.safe_load(value_text)
+        value = load_value(value_text)
+    except LimitError as exc:
+        raise UserError(f"--set {text[:60]!r}: the value {exc}.") from None
     except yaml.YAMLError:
         raise UserError(f"--set {text!r}: the value is not valid YAML; quote it if it holds ':' or '#'.") from None
     node: Any = raw

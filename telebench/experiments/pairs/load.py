@@ -23,6 +23,14 @@ from telebench.config.errors import key_path, validation_error
 from telebench.config.merge import Loc, is_set, merge_models, written_at
 from telebench.config.overrides import Overrides, read_suite
 from telebench.errors import UserError
+from telebench.experiments.pairs.memory import (
+    DENSE_GROUPS,
+    MAX_SHARE,
+    describe_bytes,
+    machine_bytes,
+    pair_bytes,
+    parameters,
+)
 from telebench.experiments.pairs.schema import (
     ArmConfig,
     BudgetConfig,
@@ -134,6 +142,21 @@ def _check_model(source: str, case: Case, origin: _Origin) -> None:
     if widths[-1] != n_out:
         raise _fail(source, path, f"the last width must be the {n_out} outputs of {case.dataset.name}, "
                                   f"got {widths[-1]}; use e.g. [{n_in}, 32, {n_out}]")
+
+
+def _check_memory(source: str, case: Case, origin: _Origin, ov: Overrides) -> None:
+    """Refuse, before anything is allocated, a pair that would not fit in this machine's memory."""
+    widths = case.model.widths
+    assert widths is not None
+    dense = any(teleport_settings(case, opt, arm).group in DENSE_GROUPS for opt in case.optimizers
+                for arm in case.arms if arm.kind in ("teleport", "random-teleport"))
+    need = pair_bytes(widths, case.model.bias, len(case.arms), case.batch_size, case.eval_batch_size, dense)
+    have = machine_bytes()
+    if have is None or need <= MAX_SHARE * have or ov.allow_large:
+        return
+    raise _fail(source, origin.case_key("model", "widths"), f"one pair of {len(case.arms)} arms needs about "
+                f"{describe_bytes(need)} ({parameters(widths, case.model.bias):,} parameters per model), more than "
+                f"half of this machine's {describe_bytes(have)}; use narrower layers, or pass --allow-large to try")
 
 
 def _label_optimizers(source: str, case: Case, origin: _Origin) -> None:
@@ -331,6 +354,7 @@ def _resolve_case(source: str, doc: SuiteFile, index: int, ov: Overrides, notes:
         raise _fail(source, origin.case_key("model") + ".widths", "is missing; list the layer widths from the "
                     "input features to the outputs, e.g. [64, 32, 10]")
     _check_model(source, case, origin)
+    _check_memory(source, case, origin, ov)
     _label_optimizers(source, case, origin)
     _check_optimizer_kwargs(source, case, origin)
     _check_arms(source, case, origin)
