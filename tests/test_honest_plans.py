@@ -144,3 +144,15 @@ def test_a_model_too_large_for_the_machine_is_refused_before_anything_is_allocat
     # diagonal groups store vectors: the same width under rescale needs under a tenth of it
     diagonal, dense = (memory.pair_bytes([64, 100_000, 10], True, 3, 32, 1024, d) for d in (False, True))
     assert diagonal < dense / 10
+
+
+def test_compare_leaves_calibration_baselines_out_of_the_baseline_seeds() -> None:
+    import json
+
+    from telebench.analysis.compare.telebench_results import read
+
+    path = Path(__file__).resolve().parents[1] / "reports" / "quickstart" / "results.json"
+    data = json.loads(path.read_text())
+    assert any((t.get("spec") or {}).get("role") == "calibration" for t in data["trials"])
+    baseline = read(path, data).rows[("digits-relu", "baseline", "sgd", "cpu")]["final_train_loss"]
+    assert baseline.n == 10  # the 10 compared seeds, not the 5 calibration runs beside them

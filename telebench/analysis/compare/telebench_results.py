@@ -53,6 +53,8 @@ def read(path: Path, data: dict[str, Any]) -> Source:
     left_out = 0
     for i, trial in enumerate(trials):
         key = _key(trial, f"trials[{i}]", path)
+        if (trial.get("spec") or {}).get("role") == "calibration":  # they set the target; never a compared seed
+            continue
         if trial.get("status") == SKIPPED:
             left_out += 1
             continue
