@@ -16,6 +16,7 @@ from telebench.errors import UserError
 from telebench.experiments.pairs.estimate import estimate_seconds
 from telebench.experiments.pairs.load import load_suite
 from telebench.experiments.pairs.plan import expand
+from telebench.experiments.pairs.schema import Suite
 from telebench.experiments.pairs.spec import ScheduleSpec, TrialSpec
 from telebench.experiments.registry import load_config
 from telebench.training.specs import thaw
@@ -40,6 +41,11 @@ BASE = {
 def compared(plan: list[TrialSpec]) -> list[TrialSpec]:
     """The trials that are compared: the plan without its calibration baselines."""
     return [t for t in plan if t.role == "compared"]
+
+
+def other_notes(suite: Suite) -> list[str]:
+    """The suite's notes but the advice on seed counts (BASE has one seed, so it always gets that)."""
+    return [n for n in suite.notes if "paired seeds" not in n]
 
 
 def write(tmp_path: Path, doc: dict | str, name: str = "suite.yaml") -> Path:
@@ -73,7 +79,7 @@ def test_quickstart_plan_is_seed_major_with_adjacent_arms() -> None:
     plan = compared(everything)
     assert len(plan) == 2 * 2 * 10 * 3  # cases x optimizers x seeds x arms
     calibration = [t for t in everything if t.role == "calibration"]
-    assert len(calibration) == 2 * 2 * 3 and {t.arm_kind for t in calibration} == {"baseline"}
+    assert len(calibration) == 2 * 2 * 5 and {t.arm_kind for t in calibration} == {"baseline"}
     assert {t.seed for t in calibration}.isdisjoint(t.seed for t in plan)  # never a compared seed
     assert {t.arm for t in plan} == {"baseline", "teleport", "reset-only"}
     assert {t.optimizer.name for t in plan} == {"sgd", "adam"}
@@ -312,7 +318,7 @@ def test_reset_only_arms_do_not_need_a_fitting_group(tmp_path: Path) -> None:
 def test_teleports_past_the_budget_get_one_note(tmp_path: Path) -> None:
     suite = load(tmp_path, "defaults.teleport.schedule={at_steps: [0, 40, 99]}",
                  "cases[0].optimizers[1]={name: adam, lr: 0.001}")
-    assert suite.notes == ["defaults.teleport.schedule: steps [40, 99] lie past the budget of 40 steps and never happen."]
+    assert other_notes(suite) == ["defaults.teleport.schedule: steps [40, 99] lie past the budget of 40 steps and never happen."]
 
 
 # ---- devices ------------------------------------------------------------------------------------------
@@ -321,13 +327,13 @@ def test_teleports_past_the_budget_get_one_note(tmp_path: Path) -> None:
 def test_auto_falls_back_to_cpu_with_a_note(tmp_path: Path) -> None:
     suite = load(tmp_path, "cases[0].devices=[auto, cpu]")
     assert suite.cases[0].devices == ["cpu"]
-    assert suite.notes == ["cases[0].devices: auto runs on cpu, because no CUDA device is visible."]
+    assert other_notes(suite) == ["cases[0].devices: auto runs on cpu, because no CUDA device is visible."]
 
 
 def test_auto_and_cuda_index_with_one_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(suite_registry, "cuda_device_count", lambda: 1)
     suite = load(tmp_path, "cases[0].devices=[auto, cuda:0, cpu]")
-    assert suite.cases[0].devices == ["cuda", "cuda:0", "cpu"] and not suite.notes
+    assert suite.cases[0].devices == ["cuda", "cuda:0", "cpu"] and not other_notes(suite)
     assert "only 1 CUDA device(s) exist" in error(tmp_path, "cases[0].devices=[cuda:1]")
     assert error(tmp_path, devices=["cuda:3"]).endswith(": --devices: 'cuda:3' was asked for but only 1 CUDA "
                                                         "device(s) exist; use cpu, or auto to run on CUDA only where it exists.")
