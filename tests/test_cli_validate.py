@@ -73,9 +73,9 @@ CASES: dict[str, tuple[Case, int, str]] = {
                      "--devices: 'cuda' was asked for but no CUDA device is visible; use cpu, or auto"),
     "auto-notes-cpu": (Case(GOOD, ("--set", "defaults.devices=[auto]")), 0,
                        "note: defaults.devices: auto runs on cpu, because no CUDA device is visible."),
-    "quickstart": (Case("quickstart"), 0, "ok — 2 cases, 132 trials"),
+    "quickstart": (Case("quickstart"), 0, "ok — 2 cases, 140 trials"),
     "list": (Case("quickstart", ("--seeds", "0,1", "--arms", "baseline,random-teleport"), "list"), 0,
-             "quickstart: 28 trials, rough time"),
+             "quickstart: 36 trials, "),
 }
 
 
@@ -134,3 +134,40 @@ def test_list_shows_the_plan(outcomes: dict[str, Outcome]) -> None:
         assert text in out
     assert "reset-only" not in out  # --arms dropped it
     assert "rescale random element at steps 0,50,100" in out
+
+
+# ---- the command line itself: --version, flags in --help, option names ----------------------------
+
+
+def test_version_and_flags_that_take_no_value_in_help() -> None:
+    from typer.testing import CliRunner
+
+    import telebench
+    from telebench.cli import app
+
+    runner = CliRunner()
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.output.strip() == f"telebench {telebench.__version__}"
+    for command in ([], ["run"], ["profile"], ["export"], ["compare"]):
+        result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"}, color=False)
+        assert result.exit_code == 0, result.output
+        assert "<bool>" not in result.output, (command, result.output)  # flags like --help and --no-trace
+    profile = runner.invoke(app, ["profile", "--help"], env={"COLUMNS": "200"}).output
+    assert "--devices" in profile and "--device " not in profile  # --device is a hidden alias
+    assert "<str>" in profile  # options that take a value still say so
+
+
+def test_profile_takes_devices_as_run_does_and_device_as_an_alias() -> None:
+    from typer.testing import CliRunner
+
+    from telebench.cli import app
+    from telebench.errors import UserError
+
+    runner = CliRunner()
+    for args, message in (
+        (["--device", "cpu", "--devices", "cuda"], "--device cpu and --devices cuda disagree"),
+        (["--devices", "cpu,cuda"], "--devices cpu,cuda: profile measures on one device"),
+        (["--device", "cpu,cuda"], "--devices cpu,cuda: profile measures on one device"),
+    ):
+        result = runner.invoke(app, ["profile", "--model", "64-8-10", *args])
+        assert isinstance(result.exception, UserError) and message in str(result.exception), result.output

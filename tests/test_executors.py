@@ -3,10 +3,14 @@ Ctrl-C handling, and resume across executors. Real worker processes and a real l
 
 from __future__ import annotations
 
+import errno
 import io
+import json
 import multiprocessing
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -229,6 +233,7 @@ def test_ctrl_c_keeps_finished_trials_and_any_executor_resumes(tmp_path, one_thr
     kept = [line for line in log.read_text().splitlines() if line]
     assert first.interrupted and 2 <= len(kept) < len(plan)
     assert first.results["partial"] is True
+    assert {json.loads(line)["id"] for line in kept} <= {t["id"] for t in first.results["trials"]}  # none lost
     assert not multiprocessing.active_children()  # running pairs were cancelled, not awaited
 
     second = run(plan, tmp_path, "local")
@@ -262,6 +267,48 @@ def test_a_ray_address_where_nothing_listens_fails_fast() -> None:
         get_executor("ray", run_pair, address="127.0.0.1:1")
     with pytest.raises(UserError, match="neither auto nor HOST:PORT"):
         get_executor("ray", run_pair, address="head-node")
+
+
+def test_ray_auto_pointing_nowhere_fails_fast(monkeypatch) -> None:
+    """`auto` means RAY_ADDRESS (or the last `ray start`): a stale one is probed, not retried for minutes."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'telebench[ray]')")
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    started = time.monotonic()
+    with pytest.raises(UserError, match=r"--address auto: nothing answers at \S+:1 \(.*RAY_ADDRESS"):
+        get_executor("ray", run_pair, address="auto")
+    assert time.monotonic() - started < 10
+
+
+def test_a_local_ray_cluster_without_a_network_fails_fast(monkeypatch) -> None:
+    """Without a working loopback Ray retries 127.0.0.1 for a quarter of an hour; refuse before ray.init."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'telebench[ray]')")
+    import socket as real_socket
+
+    from telebench.execution import ray_executor
+
+    class NoNetwork(real_socket.socket):
+        def bind(self, address: Any) -> None:
+            raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
+
+    monkeypatch.setattr(ray_executor.socket, "socket", NoNetwork)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh process
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("ray.init was called"))
+    with pytest.raises(UserError, match=r"cannot reach itself at 127\.0\.0\.1 \(Network is unreachable\)"):
+        get_executor("ray", run_pair)
+
+
+@pytest.mark.skipif(subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0
+                    if shutil.which("unshare") else True, reason="needs `unshare -n` (a network namespace)")
+def test_ray_in_a_network_namespace_without_a_network_gives_one_sentence() -> None:
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'telebench[ray]')")
+    code = ("from telebench.execution.registry import get_executor\n"
+            "from telebench.experiments.pairs.task import run_pair\n"
+            "get_executor('ray', run_pair)\n")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(["unshare", "-n", sys.executable, "-c", "from telebench.cli import main; import sys; "
+                           f"sys.argv = ['telebench']; exec({code!r})"], capture_output=True, text=True,
+                          timeout=120, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    assert "UserError: --executor ray: this machine cannot reach itself at 127.0.0.1" in proc.stderr
 
 
 @pytest.mark.parametrize(

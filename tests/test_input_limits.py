@@ -83,7 +83,7 @@ def test_an_alias_bomb_is_refused_while_it_is_composed_with_little_memory(tmp_pa
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert f"expands to more than {MAX_VALUES:,} values" in message and str(path) in message
+    assert f"holds more than {MAX_VALUES:,} values by line" in message and str(path) in message
     assert built == []  # refused before a single Python object of the document was constructed
     assert peak < 20 << 20  # the bomb would need gigabytes
 
@@ -172,6 +172,12 @@ def test_merge_keys_merge_and_a_key_after_a_merge_overrides(tmp_path: Path) -> N
     assert raw == yaml.safe_load(MERGED)  # PyYAML's own reading of merge keys
     exp, config = load_config(write(tmp_path, MERGED, "merged.yaml"), check_devices=False)
     assert [case.name for case in config.cases] == ["a", "b"]
+
+
+def test_a_merged_node_that_merges_another_keeps_its_own_override(tmp_path: Path) -> None:
+    """`mid` is flattened (when `top` merges it) before it is constructed: its `a: 2` is still its own key."""
+    text = "base: &base {a: 1}\nx:\n  - &mid {<<: *base, a: 2}\ntop: {<<: *mid, b: 3}\n"
+    assert read_yaml(write(tmp_path, text)) == {"base": {"a": 1}, "x": [{"a": 2}], "top": {"a": 2, "b": 3}}
 
 
 def test_a_key_written_twice_is_still_an_error_next_to_a_merge(tmp_path: Path) -> None:

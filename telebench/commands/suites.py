@@ -56,7 +56,15 @@ def rerender(results_path: Path, out: Path | None, console: Console | None = Non
     console = console or Console()
     data = load_results(results_path)
     exp = get_experiment(data["kind"])
-    path = exp.write_report(data, out if out is not None else results_path.parent)
+    folder = out if out is not None else results_path.parent
+    if (folder / "report.md").is_dir():
+        raise UserError(f"{folder / 'report.md'}: is a folder, so the report cannot be written there; move it away, "
+                        "or pass another folder with --out.")
+    try:
+        path = exp.write_report(data, folder)
+    except OSError as exc:
+        raise UserError(f"{folder}: the report cannot be written ({exc.strerror or exc}); free some space or fix the "
+                        "folder's permissions, or pass another folder with --out.") from None
     exp.render_terminal(data, console)
     console.print(f"report written to {path}", highlight=False)
     return path

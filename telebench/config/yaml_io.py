@@ -83,6 +83,7 @@ class _SuiteLoader(yaml.SafeLoader):
         super().__init__(stream)
         self._depth = 0
         self._values: dict[int, int] = {}  # id(node) -> values it expands to, once the node is composed
+        self._own: dict[int, list[yaml.Node]] = {}  # id(mapping node) -> the keys written in it
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
@@ -107,18 +108,25 @@ class _SuiteLoader(yaml.SafeLoader):
             children = []
         values = 1 + sum(self._values[id(child)] for child in children)
         if values > MAX_VALUES:
-            raise LimitError(f"expands to more than {MAX_VALUES:,} values by line {start.line + 1} (its aliases "
-                             "*name each copy what &name holds); a suite needs far fewer, so remove the "
-                             "repeated aliases")
+            raise LimitError(f"holds more than {MAX_VALUES:,} values by line {start.line + 1} (an alias *name "
+                             "counts as a copy of what &name holds); a suite needs far fewer, so remove the "
+                             "repeated aliases or long lists")
         self._values[id(node)] = values
         return node
 
+    def _own_keys(self, node: yaml.MappingNode) -> list[yaml.Node]:
+        """The keys written in `node` itself, as first seen: flattening a merge key (`<<: *defaults`) puts the
+        merged keys in front of them (one written here overrides them, as YAML says), and a merged node can be
+        flattened, when another node merges it, before it is constructed itself."""
+        return self._own.setdefault(id(node), [key for key, _ in node.value if key.tag != MERGE_TAG])
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        self._own_keys(node)
+        super().flatten_mapping(node)
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        # The keys written in this mapping itself; those a merge key (`<<: *defaults`) brings in come
-        # first once it is flattened, and one written here overrides them, as YAML says.
-        own = [key for key, _ in node.value if key.tag != MERGE_TAG]
         seen: set[Any] = set()
-        for key_node in own:
+        for key_node in self._own_keys(node):
             key = self.construct_object(key_node, deep=deep)
             try:
                 hash(key)
@@ -131,6 +139,16 @@ class _SuiteLoader(yaml.SafeLoader):
                     None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+def load_value(text: str) -> Any:
+    """One YAML value (a `--set` value, say) under the same limits as a suite file; yaml.YAMLError (LimitError
+    among them) when it is not valid or too big."""
+    loader = _SuiteLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def read_yaml(path: Path, example: str = "suites/quickstart.yaml") -> dict[str, Any]:
@@ -147,9 +165,8 @@ def read_yaml(path: Path, example: str = "suites/quickstart.yaml") -> dict[str, 
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UserError(f"{source}: cannot be read ({exc}); pass a readable UTF-8 YAML file.") from None
-    loader = _SuiteLoader(text)
     try:
-        raw = loader.get_single_data()
+        raw = load_value(text)
     except LimitError as exc:
         raise UserError(f"{source}: {exc}.") from None
     except yaml.YAMLError as exc:
@@ -158,8 +175,6 @@ def read_yaml(path: Path, example: str = "suites/quickstart.yaml") -> dict[str, 
         problem = getattr(exc, "problem", None) or "unreadable"
         raise UserError(f"{source}: is not valid YAML{where} ({problem}); fix the syntax there "
                         "(indent with spaces, quote strings that hold ': ').") from None
-    finally:
-        loader.dispose()
     if raw is None:
         raise UserError(f"{source}: is empty; a suite needs at least `name` and `cases` (see docs/suite-format.md).")
     if not isinstance(raw, dict):

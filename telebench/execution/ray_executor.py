@@ -51,13 +51,13 @@ class RayExecutor:
 
     def __post_init__(self) -> None:
         ray = import_ray()  # fail before any training starts
-        if not ray.is_initialized():  # else the caller (a notebook, a test) already chose the cluster
-            if self.address is None:
+        if self.address is None:
+            if not ray.is_initialized():  # else the caller (a notebook, a test) already chose the cluster
                 _probe_local(ray)
-            elif self.address == "auto":
-                _probe(_resolve_auto(ray) or "auto", via="auto")
-            else:
-                _probe(self.address)
+        elif self.address == "auto":
+            _probe(_resolve_auto() or "auto", via="auto")
+        else:
+            _probe(self.address)
         if self.jobs is not None and self.jobs < 1:
             raise UserError(f"--jobs {self.jobs}: the local Ray cluster needs at least 1 CPU.")
         if self.threads is not None and self.threads < 1:
@@ -120,7 +120,7 @@ def _probe(address: str, via: str | None = None) -> None:
         ) from None
 
 
-def _resolve_auto(ray: Any) -> str | None:
+def _resolve_auto() -> str | None:
     """The HOST:PORT that `--address auto` means (RAY_ADDRESS, else the last `ray start`), or None if Ray
     cannot say; Ray's own lookup, so that a stale address is probed rather than retried for minutes."""
     try:

@@ -110,7 +110,12 @@ def _payload(exp: Experiment, config: Loaded, records: list[dict[str, Any]], fin
     others = sorted({s for r in finished.values() if (s := _suite_of(r)) not in (None, config.name)})
     key = PAYLOAD.get(exp.kind)
     if earlier and key is not None and isinstance(payload.get(key), list):
-        everything = exp.summarise(config, records + list(earlier.values()), partial).get(key) or []
+        try:
+            everything = exp.summarise(config, records + list(earlier.values()), partial).get(key) or []
+        except Exception as exc:  # earlier lines of another telebench version, say: never lose this run for them
+            console.print(f"[yellow]warning:[/] earlier units in {journal.path} left out of results.json "
+                          f"({escape(type(exc).__name__)}: {escape(str(exc))}).", highlight=False)
+            everything = []
         kept = [item for item in everything if isinstance(item, dict) and item.get("id") in earlier]
         if kept:
             payload[key] = payload[key] + kept

@@ -59,7 +59,10 @@ def _teleports(trial: dict[str, Any]) -> Row:
 def train_rows(results: dict[str, Any], history: bool = False) -> Iterator[Row]:
     """One row per trial, or with `history` one per evaluation point of each trial."""
     start = _start(results)
-    for trial in _dicts(results.get("trials")):
+    for record in _dicts(results.get("trials")):
+        trial, spec = dict(record), record.get("spec")
+        if trial.get("arm_kind") is None and isinstance(spec, dict):  # older files keep it in the spec only
+            trial["arm_kind"] = spec.get("arm_kind")
         if not history:
             yield {**start, **{k: trial.get(k) for k in TRIAL_FIELDS[:7]}, **_target(trial),
                    **{k: trial.get(k) for k in TRIAL_FIELDS[7:]}, **_teleports(trial)}
