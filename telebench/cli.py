@@ -79,6 +79,8 @@ Arms = Annotated[str | None, typer.Option(
 Cases = Annotated[str | None, typer.Option("--cases", help="Case names to keep, comma-separated.")]
 BudgetSteps = Annotated[int | None, typer.Option("--budget-steps", help="A step budget replacing every case's budget.")]
 EvalEvery = Annotated[int | None, typer.Option("--eval-every", help="Steps between evaluations, replacing every case's.")]
+AllowLarge = Annotated[bool, typer.Option(
+    "--allow-large", help="Accept models estimated to need more than half of this machine's memory.")]
 Networks = Annotated[int | None, typer.Option(
     "--networks", help="Networks per case of a correlation study, replacing the study's count.")]
 Sets = Annotated[list[str] | None, typer.Option(
@@ -95,24 +97,28 @@ Jobs = Annotated[int | None, typer.Option(
 @app.command("validate", cls=_Command)
 def validate_command(suite: Suite, seeds: Seeds = None, devices: Devices = None, arms: Arms = None,
                      cases: Cases = None, budget_steps: BudgetSteps = None, eval_every: EvalEvery = None,
-                     networks: Networks = None, sets: Sets = None) -> None:
+                     networks: Networks = None, sets: Sets = None,
+                     allow_large: AllowLarge = False) -> None:
     """Check a suite without running it: exit 0 when valid, 2 with one sentence naming the key when not."""
     from telebench.commands.suites import show_suite
     from telebench.config.overrides import overrides_from_options
 
-    overrides = overrides_from_options(seeds, devices, arms, budget_steps, eval_every, cases, sets, networks)
+    overrides = overrides_from_options(seeds, devices, arms, budget_steps, eval_every, cases, sets, networks,
+                                       allow_large)
     show_suite(suite, overrides, plan=False)
 
 
 @app.command("list", cls=_Command)
 def list_command(suite: Suite, seeds: Seeds = None, devices: Devices = None, arms: Arms = None,
                  cases: Cases = None, budget_steps: BudgetSteps = None, eval_every: EvalEvery = None,
-                 networks: Networks = None, sets: Sets = None) -> None:
+                 networks: Networks = None, sets: Sets = None,
+                     allow_large: AllowLarge = False) -> None:
     """Show the plan: one row per case, optimizer, arm and device, the trial count and a rough time."""
     from telebench.commands.suites import show_suite
     from telebench.config.overrides import overrides_from_options
 
-    overrides = overrides_from_options(seeds, devices, arms, budget_steps, eval_every, cases, sets, networks)
+    overrides = overrides_from_options(seeds, devices, arms, budget_steps, eval_every, cases, sets, networks,
+                                       allow_large)
     show_suite(suite, overrides, plan=True)
 
 
@@ -135,6 +141,7 @@ def run_command(
         "erratic on a busy 2-core machine); raise it for wide models. Recorded in the results' environment.")] = None,
     seeds: Seeds = None, devices: Devices = None, arms: Arms = None, cases: Cases = None,
     budget_steps: BudgetSteps = None, eval_every: EvalEvery = None, networks: Networks = None, sets: Sets = None,
+    allow_large: AllowLarge = False,
 ) -> None:
     """Run any suite — paired training, meta-learning or a correlation study — and report it."""
     from telebench.commands.suites import run_suite
@@ -142,7 +149,8 @@ def run_command(
     from telebench.experiments.base import RunRequest
     from telebench.results.store import default_out_dir
 
-    overrides = overrides_from_options(seeds, devices, arms, budget_steps, eval_every, cases, sets, networks)
+    overrides = overrides_from_options(seeds, devices, arms, budget_steps, eval_every, cases, sets, networks,
+                                       allow_large)
 
     def request(name: str) -> RunRequest:
         return RunRequest(out_dir=Path(out) if out else default_out_dir(name), data_root=data_root,

@@ -73,6 +73,7 @@ def overrides_from_options(
     cases: str | None = None,
     sets: list[str] | None = None,
     networks: int | None = None,
+    allow_large: bool = False,
 ) -> Overrides:
     """Build Overrides from the raw command-line strings shared by `run`, `validate` and `list`."""
     return Overrides(
@@ -83,6 +84,7 @@ def overrides_from_options(
         eval_every=eval_every,
         cases=_split(cases),
         networks=networks,
+        allow_large=allow_large,
         sets=list(sets or []),
     )
 
