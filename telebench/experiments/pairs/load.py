@@ -47,29 +47,6 @@ from telebench.training.step import budget_steps
 __all__ = ["Suite", "Case", "load_suite", "teleport_settings"]
 
 
-
-# ---- command-line overrides ---------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-# ---- reading the YAML ---------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
 # ---- merging defaults into cases ------------------------------------------------------------------
 
 
@@ -318,7 +295,7 @@ def _note_no_ops(case: Case, origin: _Origin, notes: list[str]) -> None:
                       "baseline's (the suite still runs).")
             elif not keeps_state(opt.name, opt.kwargs):
                 _note(notes, f"warning: {origin.case_key('arms', k)}: reset-only with {opt.label} does nothing, "
-                      f"because {opt.name} without momentum keeps no optimizer state to reset; its trials will "
+                      f"because {opt.name} with momentum 0 keeps no optimizer state to reset; its trials will "
                       "equal the baseline's (the suite still runs).")
 
 
@@ -438,8 +415,4 @@ def resolve_suite(path: Path, raw: dict[str, Any], ov: Overrides, check_devices:
     _note_seed_counts(cases, notes)
     return Suite(name=doc.name, description=doc.description, defaults=doc.defaults, cases=cases,
                  executor=doc.executor, source=path, notes=notes, analysis=doc.analysis)
-
-
-# ---- expansion --------------------------------------------------------------------------------------
-
 
