@@ -51,3 +51,16 @@ def test_bad_options_exit_2_with_one_line(finished, index):
     assert CASES[index][1] in " ".join(stderr.split())
     assert "Traceback" not in stderr
     assert not (out / str(index)).exists()  # it stopped before measuring anything
+
+
+def test_a_profile_leaves_stderr_empty(tmp_path):
+    """torch.profiler's USDT and allocator lines never reach the user's stderr (the threads default to 1)."""
+    out = tmp_path / "p"
+    done = subprocess.run(
+        [sys.executable, "-m", "telebench", "profile", "--model", "16-8-4", "--activation", "relu", "--batch", "32",
+         "--warmup", "1", "--repeat", "2", "--out", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "", done.stderr
+    assert "| threads | 1 |" in (out / "profile.md").read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
@@ -218,3 +219,55 @@ def test_report_recomputes_old_summaries_with_the_analysis_settings(results: dic
     text = write_report(stale, tmp_path).read_text(encoding="utf-8")
     assert "**Primary metric: final training loss.**" in text
     assert "| synthetic | sgd | cpu | teleport | 3 | 2 |" in text and "too few seeds" in text
+
+
+# ---- the terminal table at any width: labels never break mid-word ------------------------------------
+def _table_part(console: Console) -> str:
+    """What render_terminal printed before its footer (the footer is prose and wraps between words)."""
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    return re.split(r"\d+ columns: left out|verdicts on the primary metric", text, maxsplit=1)[0]
+
+
+def _label_words(results: dict) -> set[str]:
+    words = {"optimizer", "arm", "verdict"}
+    for row in results["summary"]:
+        for cell in (row["optimizer"], row["arm"], row.get("verdict") or "baseline"):
+            words.update(cell.split())
+    return words - {"—"}
+
+
+@pytest.mark.parametrize("width", [60, 80, 100])
+def test_terminal_labels_never_break_mid_word_at_any_width(results: dict, width: int) -> None:
+    console = Console(file=io.StringIO(), width=width)
+    render_terminal(results, console)
+    text = _table_part(console)
+    tokens = text.split()
+    for word in _label_words(results):
+        assert word in tokens, (word, text)
+        fragments = [t for t in tokens if t != word and len(t) >= 3 and (word.startswith(t) or word.endswith(t))
+                     and t not in _label_words(results)]
+        assert not fragments, (word, fragments, text)
+    assert all(len(line) <= width for line in console.file.getvalue().splitlines())  # type: ignore[attr-defined]
+
+
+def test_narrow_terminal_leaves_columns_out_whole_and_says_so(results: dict) -> None:
+    console = Console(file=io.StringIO(), width=80)
+    render_terminal(results, console)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    tele = _row(results, "digits-mlp", "adam", "teleport")
+    speed = tele["speedup_time"]
+    assert fmt.ci(speed["ci_low"], speed["ci_high"]) in text.split()  # numbers whole, not folded
+    assert "80 columns: left out seeds 10%" in " ".join(text.split())
+
+
+def test_piped_console_shows_every_column_unbroken(results: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from telebench.render.console import make_console
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    console = make_console(file=io.StringIO())
+    render_terminal(results, console)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "left out" not in text
+    tokens = _table_part(console).split()
+    for word in (*_label_words(results), "target", "speedup", "→Holm", "Δloss"):
+        assert word in tokens, word

@@ -12,6 +12,7 @@ from telebench.analysis.compare.engine import compare_files
 from telebench.analysis.compare.thresholds import parse_threshold
 from telebench.errors import UserError
 from telebench.render.compare import print_report, render_markdown, report_to_dict
+from telebench.render.console import make_console
 
 
 def run_compare(
@@ -43,7 +44,7 @@ def run_compare(
 def _console() -> Console:
     """A terminal keeps its width; a CI log (no terminal, where rich assumes 80 columns) gets a wide one so
     that the table does not wrap, unless COLUMNS says otherwise."""
-    console = Console()
+    console = make_console()
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console = Console(width=160)
     return console

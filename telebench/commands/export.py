@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 
 from telebench.errors import UserError
+from telebench.render.console import make_console
 from telebench.results.schema import load_results
 from telebench.results.store import atomic_write_bytes
 
@@ -36,7 +37,7 @@ def _encode(frame: Any, fmt: str) -> bytes:
 
 def run_export(results_path: Path, fmt: str, out: Path | None, history: bool, console: Console | None = None) -> Path:
     """Read RESULTS, build its table and write it atomically as `fmt`; returns the file written."""
-    console = console or Console()
+    console = console or make_console()
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}, e.g. --format csv.")
     data = load_results(results_path)

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from telebench.errors import UserError
+from telebench.render.console import make_console
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class ProfileArgs:
             compile_backend=self.compile_backend, sweeps=tuple(parse_sweeps(self.sweep or [])), top=self.top,
             data_root=self.data_root,
         )
-        run_profile(source, options, Path(self.out) if self.out else None, self.threads, Console())
+        run_profile(source, options, Path(self.out) if self.out else None, self.threads, make_console())
 
 
 def profile_command(
@@ -101,7 +101,7 @@ def profile_command(
     compile_: Annotated[bool, typer.Option("--compile", help="Also time torch.compile'd parts, compile time apart.")] = False,
     compile_backend: Annotated[str, typer.Option("--compile-backend", help="torch.compile backend for --compile.")] = "inductor",
     top: Annotated[int, typer.Option("--top", min=1, help="Operators listed per table.")] = 15,
-    threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch intra-op threads \\[default: torch's].")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch intra-op threads \\[default: 1, as `telebench run`].")] = None,
     data_root: Annotated[str | None, typer.Option("--data-root", help="Folder holding dataset files.")] = None,
     device_alias: Annotated[str | None, typer.Option("--device", hidden=True, help="The old name of --devices.")] = None,
 ) -> None:

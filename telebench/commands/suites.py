@@ -13,6 +13,7 @@ from telebench.errors import UserError
 from telebench.experiments.base import Experiment, RunOutcome, RunRequest
 from telebench.experiments.registry import get_experiment, load_config
 from telebench.experiments.runner import run_experiment
+from telebench.render.console import make_console
 from telebench.render.notes import print_notes
 from telebench.results.schema import load_results
 from telebench.results.store import default_out_dir
@@ -23,7 +24,7 @@ def show_suite(path: str, overrides: Overrides, *, plan: bool, console: Console 
     skips the CUDA check."""
     exp, config = load_config(path, overrides, check_devices=not plan)
     check_plan_size(exp, config, path)
-    exp.show(config, console or Console(), plan=plan)
+    exp.show(config, console or make_console(), plan=plan)
 
 
 def check_plan_size(exp: Experiment[Any], config: Any, path: str) -> None:
@@ -38,7 +39,7 @@ def check_plan_size(exp: Experiment[Any], config: Any, path: str) -> None:
 def run_suite(path: str, overrides: Overrides, request_for: Callable[[str], RunRequest] | None = None,
               console: Console | None = None) -> RunOutcome:
     """Load any suite and run it; `request_for(suite name)` says where and how (default: reports/<suite>-<time>)."""
-    console = console or Console()
+    console = console or make_console()
     exp, config = load_config(path, overrides)
     check_plan_size(exp, config, path)
     print_notes(config.notes, console)
@@ -53,7 +54,7 @@ def run_suite(path: str, overrides: Overrides, request_for: Callable[[str], RunR
 
 def rerender(results_path: Path, out: Path | None, console: Console | None = None) -> Path:
     """Re-render report.md, its plots and the summary table from a results file of any kind alone."""
-    console = console or Console()
+    console = console or make_console()
     data = load_results(results_path)
     exp = get_experiment(data["kind"])
     folder = out if out is not None else results_path.parent

@@ -11,7 +11,7 @@ phase), ``sweep`` (scaling and the fitted exponent), ``compiled`` (torch.compile
 """
 
 from telebench.profile.breakdown import TELEPORT, Breakdown, profile_teleports
-from telebench.profile.command import SuiteSource, run_profile
+from telebench.profile.command import DEFAULT_THREADS, SuiteSource, run_profile
 from telebench.profile.run import CaseProfile, ProfileOptions, profile_subject
 from telebench.profile.subject import (
     ProfileSubject,
@@ -24,6 +24,7 @@ from telebench.profile.timing import Timings, measure
 from telebench.profile.workload import Workload
 
 __all__ = [
+    "DEFAULT_THREADS",
     "TELEPORT",
     "Breakdown",
     "CaseProfile",

@@ -31,6 +31,7 @@ from pathlib import Path
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function, schedule
 
+from telebench.profile.quiet import quiet_profiler
 from telebench.profile.workload import Workload
 from telebench.symmetry import phases
 
@@ -91,7 +92,7 @@ def profile_teleports(workload: Workload, repeat: int, trace: Path | None = None
     if workload.device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
     plan = schedule(wait=0, warmup=1, active=repeat, repeat=1)
-    with profile(activities=activities, schedule=plan, acc_events=True) as prof:
+    with quiet_profiler(), profile(activities=activities, schedule=plan, acc_events=True) as prof:
         for _ in range(repeat + 1):
             workload.restore()
             with record_function(TELEPORT):

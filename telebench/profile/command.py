@@ -32,6 +32,10 @@ from telebench.profile.sweep import point_subject
 from telebench.results.store import atomic_write_text, dumps, now_iso, prepare_out_dir
 
 SCHEMA = "telebench.profile/1"
+# torch intra-op threads when --threads is not given: what `telebench run` uses for train suites, so a
+# profile measures the same work the runs do, and steadily (more threads on a busy machine made the
+# small operations several times slower and their samples scatter).
+DEFAULT_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -70,14 +74,23 @@ def run_profile(
     threads: int | None = None,
     console: Console | None = None,
 ) -> Path:
-    """Profile every subject of ``source``; returns the output folder."""
+    """Profile every subject of ``source`` on ``threads`` torch threads (default DEFAULT_THREADS; the
+    caller's count is restored after); returns the output folder."""
     console = console or Console()
     if not torch.cuda.is_available():
         os.environ.setdefault(
             "KINETO_LOG_LEVEL", "5"
         )  # silences kineto's "no GPU" error line on CPU machines
-    if threads is not None:
-        torch.set_num_threads(threads)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads if threads is not None else DEFAULT_THREADS)
+    try:
+        return _profile_all(source, options, out, console)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _profile_all(source: SuiteSource | SubjectOptions, options: ProfileOptions, out: Path | None,
+                 console: Console) -> Path:
     subjects = resolve_subjects(source, options)
     out_dir = out or default_out_dir()
     prepare_out_dir(out_dir)

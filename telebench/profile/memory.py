@@ -26,6 +26,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from telebench.profile.breakdown import LABELS, TELEPORT
+from telebench.profile.quiet import quiet_profiler
 from telebench.profile.workload import Workload
 
 GRADIENT = "gradient"  # the range around the forward+backward pass measured for comparison
@@ -70,7 +71,7 @@ def _profiled_peaks(workload: Workload) -> list[PhaseMemory]:
     workload.restore()
     workload.model.zero_grad(set_to_none=True)
     workload.synchronize()
-    with profile(activities=activities, profile_memory=True) as prof:
+    with quiet_profiler(), profile(activities=activities, profile_memory=True) as prof:
         with record_function(TELEPORT):
             workload.teleport()
         workload.synchronize()

@@ -3,7 +3,7 @@ terminal and profile.md always say the same thing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ class Table:
     rows: list[list[str]]
     notes: list[str] = field(default_factory=list)
     image: str | None = None  # a plot shown under the table in markdown
+    warnings: list[str] = field(default_factory=list)  # shown before the notes, in yellow / bold
 
 
 # ---- numbers -------------------------------------------------------------------------------------
@@ -59,6 +60,20 @@ def share(x: float | None) -> str:
 
 def number(x: float | None) -> str:
     return DASH if x is None else f"{x:.3g}"
+
+
+def plain(value: Any) -> str:
+    """A value as a reader writes it, never a Python repr: lists joined by commas, mappings as
+    "key: value", booleans as yes / no, nothing as a dash."""
+    if value is None:
+        return DASH
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}: {plain(v)}" for k, v in value.items()) or DASH
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return ", ".join(plain(v) for v in value) or DASH
+    return str(value)
 
 
 # ---- tables ----------------------------------------------------------------------------------------
@@ -128,8 +143,21 @@ def _cost_table(case: CaseProfile, options: ProfileOptions) -> Table:
         f"in {rec['steps_taken']} steps.",
     ]
     return Table(
-        f"Cost of one teleport — {case.subject.name}", ["measure", "median", "fastest", "what"], rows, notes
+        f"Cost of one teleport — {case.subject.name}", ["measure", "median", "fastest", "what"], rows, notes,
+        warnings=noise_warnings(case.noisy()),
     )
+
+
+def noise_warnings(noisy: dict[str, float]) -> list[str]:
+    """One sentence naming the timings whose median sample is over NOISE_RATIO times their fastest."""
+    if not noisy:
+        return []
+    which = ", ".join(f"{name} (median {ratio:.1f}× the fastest)" for name, ratio in noisy.items())
+    return [
+        f"Noisy timings: {which}. The machine was busy while measuring, so these times and the ratios "
+        "built on them may be off by as much; rerun on an idle machine or with a larger --repeat, and "
+        "trust neither column alone."
+    ]
 
 
 def _phase_table(case: CaseProfile) -> Table:
@@ -299,6 +327,8 @@ def print_tables(cases: Iterable[CaseProfile], options: ProfileOptions, console:
             for row in table.rows:
                 rich.add_row(*(escape(c) for c in row))
             console.print(rich)
+            for warning in table.warnings:
+                console.print(f"  [bold yellow]warning:[/] {escape(warning)}", highlight=False)
             for note in table.notes:
                 console.print(f"  [dim]{escape(note)}[/]", highlight=False)
 
@@ -318,7 +348,7 @@ def markdown(env: dict[str, Any], options: ProfileOptions, cases: list[CaseProfi
         "",
         "## Environment",
         "",
-        _markdown_table(["key", "value"], [[k, str(v)] for k, v in env.items() if v is not None]),
+        _markdown_table(["key", "value"], [[k.replace("_", " "), plain(v)] for k, v in env.items() if v is not None]),
         "",
     ]
     for case in cases:
@@ -331,6 +361,7 @@ def markdown(env: dict[str, Any], options: ProfileOptions, cases: list[CaseProfi
             ]
         for table in case_tables(case, options):
             lines += [f"### {table.title}", "", _markdown_table(table.header, table.rows), ""]
+            lines += [f"**Warning:** {warning}  " for warning in table.warnings]
             lines += [f"{note}  " for note in table.notes]
             lines.append("")
             if table.image:

@@ -19,7 +19,7 @@ from telebench.profile.memory import MemoryReport, measure_memory
 from telebench.profile.plot import plot_sweep
 from telebench.profile.subject import ProfileSubject
 from telebench.profile.sweep import Sweep, SweepResult, run_sweep
-from telebench.profile.timing import Samples, Timings, measure
+from telebench.profile.timing import NOISE_RATIO, Samples, Timings, measure, spread_of
 from telebench.profile.workload import Workload, load_data
 
 Progress = Callable[[str], None]
@@ -55,6 +55,13 @@ class CaseProfile:
         """Median wall time of a teleport under the profiler."""
         return statistics.median(self.breakdown.per_teleport_s) if self.breakdown else None
 
+    def noisy(self) -> dict[str, float]:
+        """Timing → median/fastest, for each one noisier than NOISE_RATIO (the profiled teleports too)."""
+        found = self.timings.noisy()
+        if self.breakdown is not None and spread_of(self.breakdown.per_teleport_s) > NOISE_RATIO:
+            found["teleport under the profiler"] = spread_of(self.breakdown.per_teleport_s)
+        return found
+
     @property
     def profiler_overhead(self) -> float | None:
         """Median teleport time under the profiler over the median plain time (1.0 = no overhead)."""
@@ -73,6 +80,7 @@ class CaseProfile:
             "profiled_teleport_s": self.profiled_teleport_s,
             "profiler_overhead": self.profiler_overhead,
             "phase_coverage": self.breakdown.coverage if self.breakdown else None,
+            "noisy": self.noisy(),  # timing → median/fastest where over NOISE_RATIO: a busy machine
         }
 
     def to_dict(self) -> dict[str, Any]:

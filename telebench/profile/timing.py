@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -23,6 +23,9 @@ from telebench.training.clock import CudaEventTimer, HostTimer, Timer
 
 BLOCK_SECONDS = 0.02  # a gradient or training-step sample runs back-to-back calls for about this long
 MAX_CALLS = 1000
+# A timing whose median sample is over this many times its fastest was disturbed (a busy machine):
+# its ratios (gradient evaluations, break-even) may be off by as much, so the report says so.
+NOISE_RATIO = 2.0
 
 
 @dataclass
@@ -40,6 +43,17 @@ class Samples:
     @property
     def median(self) -> float:
         return statistics.median(self.seconds)
+
+    @property
+    def spread(self) -> float:
+        """Median over fastest sample: 1.0 on a quiet machine; above NOISE_RATIO the timing is noisy."""
+        return spread_of(self.seconds)
+
+
+def spread_of(seconds: Sequence[float]) -> float:
+    """Median over fastest of some samples (1.0 for fewer than two, or a fastest of zero)."""
+    fastest = min(seconds, default=0.0)
+    return statistics.median(seconds) / fastest if len(seconds) > 1 and fastest > 0 else 1.0
 
 
 class Stopwatch:
@@ -90,6 +104,11 @@ class Timings:
     def break_even(self, stat: str = "median") -> float:
         """Training steps a teleport costs: the steps it must save to pay for itself."""
         return getattr(self.teleport, stat) / getattr(self.train_step, stat)
+
+    def noisy(self) -> dict[str, float]:
+        """Operation → median/fastest, for each operation whose spread is over NOISE_RATIO."""
+        named = {"teleport": self.teleport, "gradient evaluation": self.gradient, "training step": self.train_step}
+        return {name: s.spread for name, s in named.items() if s.spread > NOISE_RATIO}
 
 
 def measure(workload: Workload, repeat: int) -> Timings:

@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from rich import box
-from rich.console import Console, JustifyMethod
+from rich.console import Console, ConsoleOptions, JustifyMethod
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -95,7 +96,9 @@ def seeds_advice(row: dict[str, Any]) -> str:
 def render_terminal(results: dict[str, Any], console: Console) -> None:
     """Print one summary table per case, then the methods and notes.
 
-    Compact by design (two-line cells, light borders) so that ~115 columns show it unwrapped.
+    Compact by design (two-line cells, light borders) so that ~115 columns show it whole. Narrower, no
+    word is ever broken: labels never wrap, numbers keep their width, and the least needed columns are
+    left out, one at a time, with a line that names them (`fitting_table`).
     """
     rows = results.get("summary") or []
     partial = " · PARTIAL (interrupted run)" if results.get("partial") else ""
@@ -103,19 +106,15 @@ def render_terminal(results: dict[str, Any], console: Console) -> None:
     if not rows:
         console.print("No finished trials to summarise.")
         return
+    left_out: list[str] = []
     for case in dict.fromkeys(r["case"] for r in rows):
-        table = Table(
-            title=f"case {escape(case)}",
-            title_justify="left",
-            box=box.SIMPLE_HEAVY,
-            pad_edge=False,
-            collapse_padding=True,
-        )
-        for name, justify in TERMINAL_COLUMNS:
-            table.add_column(name, justify=justify, overflow="fold")  # fold, never hide digits
-        for row in (r for r in rows if r["case"] == case):
-            table.add_row(*_terminal_cells(row))
+        table, dropped = fitting_table(case, [r for r in rows if r["case"] == case], console)
         console.print(table)
+        left_out += [name for name in dropped if name not in left_out]
+    if left_out:
+        names = ", ".join(" ".join(name.split()) for name in left_out)
+        console.print(Text(f"{console.width} columns: left out {names}; widen the terminal (or set COLUMNS) "
+                           "for every column, or see report.md.", style="dim"))
     for line in footer_lines(results):
         console.print(Text(line, style="dim"))
     for line in note_lines(rows):
@@ -160,6 +159,71 @@ TERMINAL_COLUMNS: tuple[tuple[str, JustifyMethod], ...] = (
     ("cost\nΔloss", "right"),  # teleport overhead, then the largest teleport loss change
     ("verdict", "left"),
 )
+
+
+LABEL_COLUMNS = frozenset({"optimizer", "arm", "verdict"})  # the case is each table's title
+# Left out in this order, one at a time, while the table's words cannot fit the console whole.
+OPTIONAL_COLUMNS = ("seeds\n10%", "cost\nΔloss", "p raw\n→Holm", "Δ loss\ntr/val", "CI", "speedup\nsteps", "seeds")
+
+
+def fitting_table(case: str, rows: list[dict[str, Any]], console: Console) -> tuple[Table, list[str]]:
+    """The case's table, and the optional columns it leaves out, so that no word of any cell (label or
+    number) is broken at the console's width; labels never wrap: at worst, when they alone overflow,
+    they end in "…".
+
+    Rich shrinks the widest columns first, whatever their words need, so where the table's widest form
+    does not fit, each column gets a fixed width: at least its longest word (a label: its longest
+    line), the room left going to the columns nearest their one-line width first."""
+    cells = [_terminal_cells(row) for row in rows]
+    unbounded = console.options.update_width(10 * max(console.width, 200))  # measure, never clamp
+    dropped: list[str] = []
+    while True:
+        keep = [i for i, (name, _) in enumerate(TERMINAL_COLUMNS) if name not in dropped]
+        table = _case_table(case, cells, keep)
+        ranges = [_content_range(console, unbounded, i, cells) for i in keep]
+        overhead = Measurement.get(console, unbounded, table).maximum - sum(high for _, high in ranges)
+        room = console.width - overhead
+        if sum(low for low, _ in ranges) <= room or len(dropped) == len(OPTIONAL_COLUMNS):
+            break
+        dropped.append(OPTIONAL_COLUMNS[len(dropped)])
+    if sum(low for low, _ in ranges) <= room < sum(high for _, high in ranges):
+        for column, width in zip(table.columns, _share_room(ranges, room), strict=True):
+            column.width = width
+    return table, dropped
+
+
+def _content_range(console: Console, options: ConsoleOptions, index: int, cells: list[list[Text]]) -> tuple[int, int]:
+    """(longest word, longest line) of a column's header and cells; a label's longest line for both."""
+    name = TERMINAL_COLUMNS[index][0]
+    sizes = [Measurement.get(console, options, t) for t in (Text(name), *(row[index] for row in cells))]
+    high = max(m.maximum for m in sizes)
+    return (high if name in LABEL_COLUMNS else max(m.minimum for m in sizes)), high
+
+
+def _share_room(ranges: list[tuple[int, int]], room: int) -> list[int]:
+    """Widths from each column's (least, most) that add up to at most `room`: every column its least,
+    then the room left to the columns that need the least more to reach their most, in that order."""
+    widths = [low for low, _ in ranges]
+    spare = room - sum(widths)
+    for i in sorted(range(len(ranges)), key=lambda i: ranges[i][1] - ranges[i][0]):
+        grow = min(spare, ranges[i][1] - widths[i])
+        widths[i] += grow
+        spare -= grow
+    return widths
+
+
+def _case_table(case: str, cells: list[list[Text]], keep: list[int]) -> Table:
+    table = Table(title=f"case {escape(case)}", title_justify="left", box=box.SIMPLE_HEAVY, pad_edge=False,
+                  collapse_padding=True)
+    for i in keep:
+        name, justify = TERMINAL_COLUMNS[i]
+        if name in LABEL_COLUMNS:  # never broken mid-word; cut with … only when labels alone overflow
+            table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis")
+        else:
+            table.add_column(name, justify=justify, overflow="fold")  # fold, never hide digits
+    for row in cells:
+        table.add_row(*(row[i] for i in keep))
+    return table
 
 
 def _terminal_cells(row: dict[str, Any]) -> list[Text]:

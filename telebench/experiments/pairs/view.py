@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from telebench.experiments.pairs.estimate import estimate_seconds
+from telebench.experiments.pairs.estimate import Estimate, estimate_plan
 from telebench.experiments.pairs.schema import Suite
 from telebench.experiments.pairs.spec import BudgetSpec, ScheduleSpec, TeleportSpec, TrialSpec
 from telebench.render.notes import print_notes
@@ -46,6 +46,20 @@ def describe_seconds(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def describe_estimate(estimate: Estimate) -> str:
+    """The time part of the plan's title: probed, or static and why (the cases that fell back)."""
+    time = describe_seconds(estimate.seconds)
+    if estimate.probed:
+        return f"rough time {time} one at a time (a short probe of this machine, scaled by the plan's steps)"
+    reasons: dict[str, list[str]] = {}
+    for case, reason in estimate.failed.items():
+        reasons.setdefault(reason, []).append(case)
+    why = "; ".join(f"{', '.join(cases)}: {reason}" for reason, cases in reasons.items()) or "not probed"
+    if estimate.probed_trials == 0:
+        return f"rough time {time} one at a time (±3×, static figures: {why})"
+    return f"rough time {time} one at a time (probed; static figures, ±3×, for {why})"
 
 
 def _print_notes(suite: Suite, console: Console) -> None:
@@ -87,7 +101,7 @@ def render_plan(suite: Suite, plan: Sequence[TrialSpec], console: Console) -> No
     if "seeds" in shared and len({r["seeds"] for r in calibrating}) > 1:
         shared.remove("seeds")
     columns = [c for c in rows[0] if c not in shared and c != "role"] if rows else []
-    title = f"{suite.name}: {len(plan)} trials, rough time {describe_seconds(estimate_seconds(plan))} (±3×, one at a time)"
+    title = f"{suite.name}: {len(plan)} trials, {describe_estimate(estimate_plan(plan))}"
     if shared:
         title += "\nevery trial: " + ", ".join(f"{c} {compared[0][c]}" for c in shared)
         if "seeds" in shared and calibrating:
