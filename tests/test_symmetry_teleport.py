@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import random
 
 import pytest
@@ -68,7 +69,10 @@ def test_ascent_raises_and_descent_lowers_the_gradient_norm(group):
         model, x, y, loss_fn = random_case(seed, group)
         loss0, norm0 = loss_and_grad_norm(model, x, y, loss_fn)
         up = copy.deepcopy(model)
-        rec = teleport(up, x, y, loss_fn, group=group, direction="increase", lr=0.02, normalize_step=True)
+        # No bound on the size of the move: on these tiny nets gl-data ascent can move the weights by
+        # 20x their norm (seed 6), which the default acceptance rule now rejects (test_symmetry_acceptance.py).
+        rec = teleport(up, x, y, loss_fn, group=group, direction="increase", lr=0.02, normalize_step=True,
+                       max_weight_change=math.inf)
         loss_up, norm_up = loss_and_grad_norm(up, x, y, loss_fn)
         assert rec.accepted and rec.steps_taken == 10
         assert norm_up > norm0, (group, seed)
@@ -167,7 +171,8 @@ def test_layer_transforms_reproduce_the_net_weight_change(group):
     model = mlp((6, 9, 7, 5, 3), ACTIVATIONS[group][0])
     x, y = torch.randn(40, 6, dtype=torch.float64), torch.randint(0, 3, (40,))
     old = [(lin.weight.detach().clone(), lin.bias.detach().clone()) for lin in model if isinstance(lin, nn.Linear)]
-    rec = teleport(model, x, y, F.cross_entropy, group=group, lr=0.05, normalize_step=True)
+    # gl-data moves these weights by 8x their norm, beyond the default bound: the transforms are what is tested.
+    rec = teleport(model, x, y, F.cross_entropy, group=group, lr=0.05, normalize_step=True, max_weight_change=math.inf)
     assert rec.accepted and [t.layer for t in rec.transforms] == [0, 1, 2]
     new = [(lin.weight.detach(), lin.bias.detach()) for lin in model if isinstance(lin, nn.Linear)]
     for m, (w, b) in enumerate(old):

@@ -5,9 +5,14 @@
 
 Modules, one job each: ``architecture`` reads the nn.Sequential; ``groups`` holds the group actions
 (registry ``GROUPS``); ``objectives`` the teleport objectives (registry ``OBJECTIVES``); ``problem``
-and ``losses`` the hand-written gradient and Hessian-vector passes; ``search`` the K-step search;
-``teleport`` the in-place move, invariance check and record; ``phases`` the profiler labels;
-``linalg`` a matrix exponential and a least-squares solver. The maths knows nothing of suites,
+and ``losses`` the hand-written gradient and Hessian-vector passes; ``search`` the K-step search
+(``covariant`` its exact-group paths, ``gl_search`` and ``gl_kernel`` the fused gl-data step,
+``factors`` the vector, dense and low-rank shapes of its per-step factors, ``search_types`` its
+options and outcome); ``teleport`` the checked, in-place move and its record, ``acceptance`` the
+rule it applies; ``phases`` the profiler labels; ``linalg`` a matrix exponential, its φ
+companion and a least-squares solver; ``sites`` the exact symmetries of any
+torch.fx-traceable model (CNNs, residual nets, transformers: ``find_symmetries``), on which
+``teleport`` acts when the model is not an MLP nn.Sequential. The maths knows nothing of suites,
 files or terminals.
 """
 
@@ -22,6 +27,8 @@ from telebench.symmetry.objectives.registry import OBJECTIVES, get_objective
 from telebench.symmetry.objectives.sharpness import Sharpness
 from telebench.symmetry.problem import Problem
 from telebench.symmetry.search import SearchOptions, search
+from telebench.symmetry.sites.discovery import find_symmetries
+from telebench.symmetry.sites.site import Refusal, Site, SiteSet
 from telebench.symmetry.teleport import LayerTransform, TeleportRecord, teleport
 
 __all__ = [
@@ -38,12 +45,16 @@ __all__ = [
     "LinearGroup",
     "Objective",
     "Problem",
+    "Refusal",
     "RescaleGroup",
     "SearchOptions",
     "Sharpness",
+    "Site",
+    "SiteSet",
     "SymmetryError",
     "TeleportRecord",
     "check_model",
+    "find_symmetries",
     "get_group",
     "get_objective",
     "parse",

@@ -85,12 +85,23 @@ def _constants(like: Tensor, *values: float) -> tuple[Tensor, ...]:
     return _cached_constants(values, like.dtype, like.device)
 
 
+# σ' of (Leaky)ReLU as autograd computes it, from a gradient of ones: on CPU ``torch.where`` on a bool
+# mask is several times slower (≈ 150 µs against ≈ 10 µs for 2000 × 16 on one thread); same numbers.
+_LEAKY_BACKWARD = torch.ops.aten.leaky_relu_backward
+_THRESHOLD_BACKWARD = torch.ops.aten.threshold_backward
+
+
 def _leaky_slope(m: nn.LeakyReLU) -> Slope:
     def slope(z: Tensor, h: Tensor) -> Tensor:
-        one, negative_slope = _constants(z, 1.0, m.negative_slope)
-        return torch.where(z > 0, one, negative_slope)
+        (one,) = _constants(z, 1.0)
+        return _LEAKY_BACKWARD(one, z, m.negative_slope, False)  # the 0-d gradient broadcasts to z's shape
 
     return slope
+
+
+def _relu_slope(z: Tensor, h: Tensor) -> Tensor:
+    (one,) = _constants(z, 1.0)
+    return _THRESHOLD_BACKWARD(one, z, 0.0)
 
 
 def _softplus_slope(m: nn.Softplus) -> Slope:
@@ -104,7 +115,7 @@ def _softplus_curvature(m: nn.Softplus) -> Curvature:
 # Each key maps to the _Kind of that very module type; a dict cannot say so, hence _Kind[Any].
 _ACTIVATIONS: dict[type[nn.Module], _Kind[Any]] = {
     nn.Identity: _Kind(lambda m: _IDENTITY, lambda m: (lambda x: x), lambda m: lambda z, h: torch.ones_like(z)),
-    nn.ReLU: _Kind(lambda m: _HOMOGENEOUS, lambda m: F.relu, lambda m: lambda z, h: (z > 0).to(z.dtype)),
+    nn.ReLU: _Kind(lambda m: _HOMOGENEOUS, lambda m: F.relu, lambda m: _relu_slope),
     nn.LeakyReLU: _Kind(
         _leaky_traits,
         lambda m: functools.partial(F.leaky_relu, negative_slope=m.negative_slope),
@@ -243,6 +254,10 @@ class Architecture:
             z = z.detach()
         chain = self.chains[m]
         closed = self._closed[m][1 if curvature else 0]
+        if closed and len(chain) == 1 and not curvature:  # the common case, without the general loop
+            link = chain[0]
+            h = link.fn(z)
+            return h, link.slope(z, h), None  # type: ignore[misc]
         s: Tensor | None
         c: Tensor | None
         if not closed:
@@ -347,8 +362,9 @@ def parse(model: nn.Module) -> Architecture:
                     f"{describe(a.index, a.module)}: {type(a.module).__name__} mixes units, so it is only "
                     f"allowed after the last Linear layer, not after {describe(positions[m], linears[m])}."
                 )
-    dtypes = {p.dtype for lin in linears for p in lin.parameters()}
-    devices = {p.device for lin in linears for p in lin.parameters()}
+    tensors = [t for lin in linears for t in (lin.weight, lin.bias) if t is not None]  # parameters(), without its machinery
+    dtypes = {t.dtype for t in tensors}
+    devices = {t.device for t in tensors}
     if len(dtypes) > 1 or len(devices) > 1:
         raise SymmetryError(
             f"the Linear layers mix dtypes {sorted(map(str, dtypes))} or devices {sorted(map(str, devices))}; "

@@ -9,6 +9,7 @@ from typing import cast
 import torch
 from torch import Tensor
 
+from telebench.symmetry.acceptance import GL_DATA_MAX_WEIGHT_CHANGE
 from telebench.symmetry.architecture import Architecture, Layer, Params, SymmetryError, describe
 from telebench.symmetry.groups import PARAMETRIZATIONS, Element, Group, first_violation
 from telebench.symmetry.linalg import LeastSquares, expm
@@ -44,6 +45,7 @@ class GLDataGroup(Group):
     exact = False
     tolerance_float32 = 1e-2
     tolerance_float64 = 1e-2
+    max_weight_change = GL_DATA_MAX_WEIGHT_CHANGE
 
     def check(self, arch: Architecture) -> None:
         bad = first_violation(arch, "invertible")

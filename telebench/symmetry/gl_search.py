@@ -68,8 +68,13 @@ def _elements(grads: list[AlgebraStep], c: float | Tensor, parametrization: str,
         assert a is not None and b is not None
         core = c * phi(c * (b @ a.mT)) if parametrization == "exp" else None
         g.append(LowRank(a, b, core) if core is not None else LowRank(a, c * b))
-        t.append(lambda a=a, b=b: c * (a.mT @ b))
+        t.append(_lazy_step(a, b, c))
     return g, t
+
+
+def _lazy_step(a: Tensor, b: Tensor, c: float | Tensor) -> Callable[[], Tensor]:
+    """T = c·aᵀb, formed only when the summed move is read."""
+    return lambda: c * (a.mT @ b)
 
 
 def _sweep(problem: Problem, params: LayerParams, state: State, g: list[Factor]) -> tuple[State, list[Factor]]:
@@ -127,11 +132,11 @@ def gl_grad_norm_search(problem: Problem, settings: SearchOptions) -> Outcome:
     start = arch.params()
     like = start[0][0]
     params: LayerParams = [[w, b] for w, b in start]
-    kernel = GradNormKernel(problem, settings.steps)
     record = Steps(arch.widths, like, diagonal=False)
     capped_search = settings.cap is not None
     with torch.no_grad():
         with phases.span(phases.GROUP_ACTION):
+            kernel = GradNormKernel(problem, settings.steps)
             state = initial_state(arch, params, problem.inputs)
         first = None
         taken = 0
@@ -156,7 +161,8 @@ def gl_grad_norm_search(problem: Problem, settings: SearchOptions) -> Outcome:
             taken += 1
         with phases.span(phases.OBJECTIVE):
             final = kernel.backward(params, state, second=False, value=True, loss=True)
-        params[0][0] = input_layer.result()
+        with phases.span(phases.APPLY):
+            params[0][0] = input_layer.result()
         if input_layer.composed is not None:
             record.known_lefts[0] = input_layer.composed
     first = final if first is None else first

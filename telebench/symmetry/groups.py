@@ -17,6 +17,7 @@ weights and exact for every input), implement ``check`` and the action, and regi
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar, cast
@@ -42,11 +43,18 @@ class Group(ABC):
     tolerance_float32: ClassVar[float]
     tolerance_float64: ClassVar[float]
 
+    max_weight_change: ClassVar[float] = math.inf  # default bound on ‖w' − w‖/‖w‖ (acceptance.py)
+
     def default_tolerance(self, dtype: torch.dtype) -> float:
         """Largest relative loss change on the teleport batch accepted by default: a few hundred times
         the rounding a teleport accumulates in this dtype (exact groups), or the least-squares error
         expected on a typical teleport (gl-data)."""
         return self.tolerance_float64 if dtype == torch.float64 else self.tolerance_float32
+
+    def default_max_weight_change(self, dtype: torch.dtype) -> float:
+        """Largest relative weight change ‖w' − w‖/‖w‖ accepted by default: none (``inf``) for groups
+        that preserve the function on every input; see :mod:`telebench.symmetry.acceptance`."""
+        return self.max_weight_change
 
     @abstractmethod
     def check(self, arch: Architecture) -> None:

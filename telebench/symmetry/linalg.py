@@ -33,7 +33,7 @@ def expm(a: Tensor) -> Tensor:
     if a.device.type != "cpu":
         return expm_on_device(a)
     norm = float(torch.linalg.matrix_norm(a.detach(), ord=1).amax())
-    if not math.isfinite(norm):
+    if not norm <= _MAX_NORM:  # inf, NaN, or beyond any squaring count: torch's own (NaN, rejected later)
         return torch.linalg.matrix_exp(a)
     squarings = max(0, math.ceil(math.log2(norm))) if norm > 1 else 0
     xn = norm / 2**squarings
@@ -47,6 +47,7 @@ def expm(a: Tensor) -> Tensor:
     return e
 
 
+_MAX_NORM = 2.0**64  # beyond it exp(A) is no usable group element, and 2^-s underflows the scaling
 _TAYLOR_TOLERANCE = {torch.float16: 2.5e-4, torch.bfloat16: 2e-3, torch.float32: 3e-8, torch.float64: 5e-17}
 _DEVICE_DEGREE = {torch.float16: 6, torch.bfloat16: 5, torch.float32: 10, torch.float64: 18}  # 1/(p+1)! ≤ tolerance
 _DEVICE_SQUARINGS = 12  # accurate for ‖A‖₁ ≤ 4096; larger arguments lose accuracy rather than synchronise
@@ -59,7 +60,7 @@ def expm_all(mats: list[Tensor]) -> list[Tensor]:
     if not mats or mats[0].device.type != "cpu":
         return [expm_on_device(m) for m in mats]
     norm = max(float(torch.linalg.vector_norm(m)) for m in mats)
-    if not math.isfinite(norm):
+    if not norm <= _MAX_NORM:
         return [torch.linalg.matrix_exp(m) for m in mats]
     squarings = max(0, math.ceil(math.log2(norm))) if norm > 1 else 0
     xn = norm / 2**squarings
@@ -97,7 +98,7 @@ def phi(a: Tensor, adaptive: bool | None = None) -> Tensor:
     and the doublings masked on the device (``adaptive`` picks either way explicitly)."""
     if a.device.type == "cpu" if adaptive is None else adaptive:
         norm = float(torch.linalg.matrix_norm(a.detach(), ord=1))
-        if not math.isfinite(norm):
+        if not norm <= _MAX_NORM:
             return torch.full_like(a, math.nan)
         squarings = max(0, math.ceil(math.log2(norm))) if norm > 1 else 0
         xn = norm / 2**squarings

@@ -35,6 +35,11 @@ class Head:
     def __init__(self, loss_fn: LossFn, targets: Tensor, output: Callable[[Tensor], Tensor]) -> None:
         self.loss_fn, self.targets, self.output = loss_fn, targets, output
 
+    def loss(self, out: Tensor) -> Tensor:
+        """The loss alone at the last Linear layer's output (no graph)."""
+        with torch.no_grad():
+            return self.loss_fn(self.output(out), self.targets)
+
     def derivatives(self, out: Tensor, second: bool, loss: bool = True) -> OutputDerivatives:
         """Autograd computes the loss anyway: ``loss=False`` only drops it from the result."""
         with torch.enable_grad():
@@ -55,11 +60,14 @@ class CrossEntropyHead(Head):
     """Mean cross-entropy over class indices: ∇ = (p − onehot(y))/b, ∇²v = (p/b) ⊙ (v − pᵀv).
 
     The one-hot targets (over b) are made once per head, so a step costs a softmax and three
-    elementwise operations, and the loss (a log-softmax) only when asked for."""
+    elementwise operations, and the loss (a log-softmax) only when asked for. Both reduce over the
+    classes as dim 0 of the transposed logits: on CPU, torch's last-dimension (log-)softmax is
+    several times slower for few classes (≈ 40 µs against ≈ 12 µs for 200 × 10, 400 µs against 75 µs
+    for 2000 × 10 on one thread), the same numbers either way."""
 
     def derivatives(self, out: Tensor, second: bool, loss: bool = True) -> OutputDerivatives:
         b = out.shape[0]
-        p = torch.softmax(out, dim=-1)
+        p = out.mT.softmax(0).mT.contiguous()
         pb = p / b
         gradient = pb - self._onehot(out)
         hvp = None
@@ -67,7 +75,10 @@ class CrossEntropyHead(Head):
             def hvp(v: Tensor) -> Tensor:
                 return pb * (v - (p * v).sum(-1, keepdim=True))
 
-        return OutputDerivatives(F.cross_entropy(out, self.targets) if loss else None, gradient, hvp)
+        return OutputDerivatives(self.loss(out) if loss else None, gradient, hvp)
+
+    def loss(self, out: Tensor) -> Tensor:
+        return F.nll_loss(F.log_softmax(out.mT, 0).mT, self.targets)
 
     def _onehot(self, like: Tensor) -> Tensor:
         cached = getattr(self, "_onehot_cache", None)

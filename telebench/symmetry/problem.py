@@ -65,6 +65,15 @@ class Problem:
             raise ValueError(f"loss_fn must return a scalar, got a tensor of shape {tuple(value.shape)}.")
         return value
 
+    def head_loss(self, params: Sequence[Layer]) -> Tensor:
+        """:meth:`loss` through the loss head (the same number; the closed-form heads skip torch's slow
+        last-dimension log-softmax), without a graph."""
+        with torch.no_grad():
+            x = self.inputs
+            for m, (w, b) in enumerate(params[:-1]):
+                x = self.arch.activate(m, F.linear(x, w, b))
+            return self.head.loss(F.linear(x, *params[-1]))
+
     def forward(self, params: Sequence[Layer]) -> Forward:
         """The hidden layers' activations and slopes at ``params`` (no graph)."""
         return forward_pass(self.arch, params, self.inputs)

@@ -1,9 +1,10 @@
-"""``teleport``: move an MLP in place along a symmetry group, check the loss, and report what happened.
+"""``teleport``: move an MLP in place along a symmetry group, check the move, and report what happened.
 
 The search itself lives in :mod:`telebench.symmetry.search`; this module adds the parts a user
-relies on: the weights are written in place (so optimizers holding the parameters see the move),
-the loss on the teleport batch is measured again from the written weights, and a change beyond the
-tolerance restores the old weights bit for bit.
+relies on: the proposed weights are checked (:mod:`telebench.symmetry.acceptance`: finite, loss on
+the teleport batch, size of the move, and optionally the loss on a held-out batch) and only an
+accepted move is written in place (so optimizers holding the parameters see it); a rejected one
+leaves the weights bit for bit as they were, and the record says why.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from telebench.symmetry import phases
-from telebench.symmetry.architecture import Architecture, Params, flat
+from telebench.symmetry.acceptance import Acceptance, check_bound, relative_weight_change
+from telebench.symmetry.architecture import Architecture, Params
 from telebench.symmetry.group_registry import check_model, get_group
 from telebench.symmetry.groups import PARAMETRIZATIONS, Group
 from telebench.symmetry.objectives.base import Objective
@@ -84,15 +86,35 @@ class LayerTransform:
         return f"LayerTransform(layer={self.layer})"
 
 
+class _LazyFloat:
+    """A float field that may be given as a callable, evaluated on first read (the size of a move
+    whose per-step factors were kept factored costs a matrix product per step to sum)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.private = "_" + name
+
+    def __get__(self, obj: object, objtype: type | None = None) -> float:
+        if obj is None:
+            return math.nan  # the field's default
+        value = obj.__dict__[self.private]
+        if callable(value):
+            value = obj.__dict__[self.private] = float(value())
+        return float(value)
+
+    def __set__(self, obj: object, value: float | Callable[[], float]) -> None:
+        obj.__dict__[self.private] = value
+
+
 @dataclass
 class TeleportRecord:
     """What one teleport did, as numbers. Losses and objectives are on the teleport batch.
 
     The ``*_after`` numbers describe the proposed point even when it was rejected (``accepted`` is
-    False, the weights were restored and ``transforms`` is empty). ``relative_loss_change`` is signed,
-    ``(after − before) / |before|``; the tolerance applies to its absolute value. ``seconds`` covers the
-    search (including a random mode's dry run), the write, the invariance check and any restore, but
-    not the held-out evaluation.
+    False, ``rejection`` says which check failed, the weights were never written and ``transforms``
+    is empty). ``relative_loss_change`` is signed, ``(after − before) / |before|``; the tolerance
+    applies to its absolute value. ``seconds`` covers everything the method does: the search
+    (including a random mode's dry run), the checks (the held-out batch's too, when given) and the
+    write. ``max_weight_change`` is the bound on ``relative_weight_change`` that applied (None: none).
     """
 
     group: str
@@ -105,7 +127,6 @@ class TeleportRecord:
     objective_after: float
     relative_loss_change: float
     relative_weight_change: float  # ‖w' − w‖ / ‖w‖ over every Linear weight and bias
-    algebra_norm: float  # ‖Σ_k T_k‖ over all hidden layers: the size of the move in the Lie algebra
     steps_taken: int
     seconds: float
     accepted: bool
@@ -114,6 +135,10 @@ class TeleportRecord:
     held_out_loss_after: float | None = None
     held_out_relative_loss_change: float | None = None
     transforms: list[LayerTransform] = field(default_factory=list)
+    rejection: str | None = None  # acceptance.REJECTIONS: the first check that failed
+    max_weight_change: float | None = None
+    held_out_tolerance: float | None = None
+    algebra_norm: _LazyFloat = _LazyFloat()  # ‖Σ_k T_k‖ over all hidden layers: the size of the move in the algebra
 
     def to_dict(self) -> dict[str, Any]:
         """Every field except the transforms' tensors: plain JSON-able numbers and strings."""
@@ -142,25 +167,12 @@ def _relative(after: float, before: float) -> float:
     return (after - before) / max(abs(before), 1e-300)
 
 
-def _flatten(params: Params) -> Tensor:
-    return torch.cat([t.reshape(-1) for t in flat(params)])
-
-
 def _write(arch: Architecture, params: Params) -> None:
     with torch.no_grad():
         for lin, (w, b) in zip(arch.linears, params, strict=True):
             lin.weight.copy_(w)
             if b is not None:
                 lin.bias.copy_(b)
-
-
-def _restore(arch: Architecture, saved: Tensor) -> None:
-    """Write back the flat copy taken before the move: the same bits, into the same tensors."""
-    offset = 0
-    with torch.no_grad():
-        for live in flat(arch.params()):
-            live.copy_(saved[offset : offset + live.numel()].view_as(live))
-            offset += live.numel()
 
 
 def _prepare_targets(targets: Tensor, like: Tensor) -> Tensor:
@@ -170,60 +182,46 @@ def _prepare_targets(targets: Tensor, like: Tensor) -> Tensor:
     return targets.to(like.device)
 
 
-def _held_out_loss(arch: Architecture, params: Params, held_out: tuple[Tensor, Tensor], loss_fn: LossFn) -> float:
-    x, y = held_out
-    with torch.no_grad():
-        return float(Problem(arch, arch.prepare_inputs(x), _prepare_targets(y, arch.linears[0].weight), loss_fn).loss(params))
-
-
 @dataclass
 class _Check:
-    """The invariance check of one written move: the loss around it and whether the move was kept."""
+    """The checks of one proposed move: the numbers around it and the verdict."""
 
     loss_before: float
     loss_after: float
-    objective_after: Tensor  # read on the host only after the clock stops
+    objective_after: float
     change: float
     weight_change: float
-    accepted: bool
+    held_before: float | None
+    held_after: float | None
+    rejection: str | None
+
+    @property
+    def accepted(self) -> bool:
+        return self.rejection is None
 
 
-def _apply_and_check(arch: Architecture, problem: Problem, obj: Objective, outcome: Outcome, tol: float) -> _Check:
-    """Write the move in place, measure the loss again from the written weights, and restore the
-    saved copy bit for bit when it moved beyond ``tol``, so a rejected move leaves no trace."""
-    with phases.span(phases.APPLY):
-        saved = _flatten(arch.params())  # a copy: restoring from it is bit for bit
-        _write(arch, outcome.params)
-    with phases.span(phases.INVARIANCE_CHECK):
-        after = outcome.after if outcome.after is not None else obj.evaluate(problem, arch.params(), create_graph=False)
-        loss_after_t = after.loss if after.loss is not None else problem.loss(arch.params())
-        loss_before, loss_after = float(outcome.loss_before), float(loss_after_t.detach())
+def _check(arch: Architecture, problem: Problem, obj: Objective, outcome: Outcome, rule: Acceptance,
+           held: Problem | None, held_before: float | None) -> _Check:
+    """Measure the proposed weights (the loss and objective there, the size of the move, the
+    held-out loss) and apply the acceptance rule; nothing is written here."""
+    with phases.span(phases.INVARIANCE_CHECK), torch.no_grad():
+        after = outcome.after if outcome.after is not None else obj.evaluate(problem, outcome.params, create_graph=False)
+        loss_after_t = after.loss if after.loss is not None else problem.head_loss(outcome.params)
+        weight_change = relative_weight_change(arch.params(), outcome.params)
+        held_after = None if held is None else float(held.loss(outcome.params))
+        loss_before, loss_after = float(outcome.loss_before), float(loss_after_t)
         change = _relative(loss_after, loss_before)
-        delta = _flatten(outcome.params) - saved
-        weight_change = float(torch.linalg.vector_norm(delta) / torch.linalg.vector_norm(saved))
-        accepted = math.isfinite(change) and math.isfinite(weight_change) and abs(change) <= tol
-        if not accepted:
-            _restore(arch, saved)
-    return _Check(loss_before, loss_after, after.value, change, weight_change, accepted)
+        held_change = None if held_after is None or held_before is None else _relative(held_after, held_before)
+        objective_after, moved = float(after.value), float(weight_change)
+        rejection = rule.verdict(change, moved, objective_after, held_change)
+    return _Check(loss_before, loss_after, objective_after, change, moved, held_before, held_after, rejection)
 
 
-def _held_out_change(after: float | None, before: float | None) -> float | None:
-    return None if after is None or before is None else _relative(after, before)
-
-
-def _record(
-    grp: Group,
-    obj: Objective,
-    direction: str,
-    mode: str,
-    outcome: Outcome,
-    check: _Check,
-    seconds: float,
-    tol: float,
-    held_before: float | None,
-    held_after: float | None,
-) -> TeleportRecord:
-    """The record of one teleport; the composed transforms only when the move was kept."""
+def _record(grp: Group, obj: Objective, direction: str, mode: str, outcome: Outcome, check: _Check,
+            seconds: float, rule: Acceptance) -> TeleportRecord:
+    """The record of one teleport; the transforms only when the move was kept (composed when read)."""
+    held_change = (None if check.held_after is None or check.held_before is None
+                   else _relative(check.held_after, check.held_before))
     return TeleportRecord(
         group=grp.name,
         objective=obj.name,
@@ -232,20 +230,35 @@ def _record(
         loss_before=check.loss_before,
         loss_after=check.loss_after,
         objective_before=float(outcome.objective_before),
-        objective_after=float(check.objective_after),
+        objective_after=check.objective_after,
         relative_loss_change=check.change,
         relative_weight_change=check.weight_change,
-        algebra_norm=float(norm(outcome.algebra)),
+        algebra_norm=lambda: float(norm(outcome.algebra)),
         steps_taken=outcome.steps_taken,
         seconds=seconds,
         accepted=check.accepted,
-        tolerance=tol,
-        held_out_loss_before=held_before,
-        held_out_loss_after=held_after,
-        held_out_relative_loss_change=_held_out_change(held_after, held_before),
+        tolerance=rule.tolerance,
+        held_out_loss_before=check.held_before,
+        held_out_loss_after=check.held_after,
+        held_out_relative_loss_change=held_change,
         transforms=[LayerTransform(m, outcome.factors.left(m), outcome.factors.right(m))
                     for m in range(len(outcome.factors.widths))] if check.accepted else [],
+        rejection=check.rejection,
+        max_weight_change=None if math.isinf(rule.max_weight_change) else rule.max_weight_change,
+        held_out_tolerance=rule.held_out_tolerance,
     )
+
+
+def _rule(grp: Group, dtype: torch.dtype, tolerance: float | None, max_weight_change: float | None,
+          held_out_tolerance: float | None, held_out: object) -> Acceptance:
+    check_bound("tolerance", tolerance, allow_zero=True)
+    check_bound("max_weight_change", max_weight_change, allow_zero=True)
+    check_bound("held_out_tolerance", held_out_tolerance, allow_zero=True)
+    if held_out_tolerance is not None and held_out is None:
+        raise ValueError("held_out_tolerance needs a held-out batch: pass held_out=(x, y) as well.")
+    tol = grp.default_tolerance(dtype) if tolerance is None else float(tolerance)
+    bound = grp.default_max_weight_change(dtype) if max_weight_change is None else float(max_weight_change)
+    return Acceptance(tol, bound, None if held_out_tolerance is None else float(held_out_tolerance))
 
 
 def teleport(
@@ -267,6 +280,8 @@ def teleport(
     generator: torch.Generator | None = None,
     objective_kwargs: dict[str, Any] | None = None,
     random_scale: float | None = None,
+    max_weight_change: float | None = None,
+    held_out_tolerance: float | None = None,
 ) -> TeleportRecord:
     """Teleport ``model`` (an nn.Sequential MLP) in place along a symmetry group; return what happened.
 
@@ -276,32 +291,53 @@ def teleport(
     ``normalize_step``). ``parametrization``: g = exp(T), or g = I + T with an exact inverse.
     ``cap`` stops the search once the objective reaches it (one host read per step).
     ``mode="random"`` instead applies one random element of the size an optimising teleport would
-    take from here (the control arm; ``random_scale`` fixes that size). If the relative loss change
-    on ``inputs`` exceeds ``tolerance`` (default: the group's, for the model's dtype) the weights
-    are restored bit for bit and ``accepted`` is False. ``held_out=(x, y)`` also measures the loss
-    there, before and after, off the clock. Raises SymmetryError if the group cannot act on the
-    model, ValueError for a bad option.
+    take from here (the control arm; ``random_scale`` fixes that size).
+
+    The move is written only if it passes the acceptance rule (:mod:`telebench.symmetry.acceptance`,
+    docs/teleport-acceptance.md): everything finite; relative loss change on ``inputs`` within
+    ``tolerance`` (default: the group's, for the model's dtype); relative weight change within
+    ``max_weight_change`` (default: the group's: none for the exact groups, 3 for gl-data); and,
+    with ``held_out=(x, y)`` and ``held_out_tolerance``, relative loss change on the held-out batch
+    within that. Otherwise the weights stay bit for bit as they were, ``accepted`` is False and
+    ``rejection`` names the failed check. ``held_out`` alone measures the held-out loss before and
+    after without judging it. All of it runs on the teleport's clock (``seconds``). Raises
+    SymmetryError if the group cannot act on the model, ValueError for a bad option.
     """
     settings = SearchOptions(steps, lr, direction, normalize_step, cap, parametrization)
     _validate(settings, mode)
+    from telebench.symmetry.sites.teleport import (  # any torch.fx-traceable model
+        is_site_request,
+        teleport_sites,
+    )
+
+    if is_site_request(model, group):  # not an MLP nn.Sequential, or a site group: docs/real-models.md
+        if max_weight_change is not None or held_out_tolerance is not None:
+            raise ValueError("max_weight_change and held_out_tolerance apply to MLP teleports only, not to site groups.")
+        fields_, moves = teleport_sites(model, inputs, targets, loss_fn, group, objective, settings, mode, tolerance,
+                                        held_out, generator, objective_kwargs, random_scale)
+        return TeleportRecord(**fields_, transforms=[LayerTransform(*m) for m in moves])
     grp = get_group(group)
     arch = check_model(model, grp)
     obj = get_objective(objective, **(objective_kwargs or {}))
     weight = arch.linears[0].weight
-    problem = Problem(arch, arch.prepare_inputs(inputs), _prepare_targets(targets, weight), loss_fn)
-    tol = grp.default_tolerance(weight.dtype) if tolerance is None else float(tolerance)
-    held_before = None if held_out is None else _held_out_loss(arch, arch.params(), held_out, loss_fn)
+    rule = _rule(grp, weight.dtype, tolerance, max_weight_change, held_out_tolerance, held_out)
 
     _sync(weight.device)
     start = time.perf_counter()
+    problem = Problem(arch, arch.prepare_inputs(inputs), _prepare_targets(targets, weight), loss_fn)
+    held = None if held_out is None else Problem(arch, arch.prepare_inputs(held_out[0]),
+                                                 _prepare_targets(held_out[1], weight), loss_fn)
+    with torch.no_grad():
+        held_before = None if held is None else float(held.loss(arch.params()))
     obj.setup(problem, grp, generator)
     if mode == "optimize":
         outcome = search(problem, grp, obj, settings)
     else:
         outcome = random_element(problem, grp, obj, settings, random_scale, generator)
-    check = _apply_and_check(arch, problem, obj, outcome, tol)
+    check = _check(arch, problem, obj, outcome, rule, held, held_before)
+    if check.accepted:
+        with phases.span(phases.APPLY):
+            _write(arch, outcome.params)
     _sync(weight.device)
     seconds = time.perf_counter() - start
-
-    held_after = None if held_out is None else _held_out_loss(arch, outcome.params, held_out, loss_fn)
-    return _record(grp, obj, direction, mode, outcome, check, seconds, tol, held_before, held_after)
+    return _record(grp, obj, direction, mode, outcome, check, seconds, rule)

@@ -14,6 +14,9 @@ covariantly, ``G' = P⁻ᵀ G Q⁻ᵀ``, and each piece of optimizer state is ma
   ``N' = (P⁻ᵀ (N ⊙ d) Q⁻ᵀ) ⊘ d'``, unchanged (exactly) for diagonal P, Q;
 * counters (``step``): kept, so bias correction and AdaGrad's lr decay carry on.
 
+Diagonal factors arrive as vectors (``LayerTransform.left_factor``) and stay vectors: the rescale
+rules are elementwise products, and a 100,000-wide layer costs no more memory than its weights.
+
 For gl-data, ``right`` is the least-squares matrix A, not ``left⁻¹``: the teleport is treated as the
 linear reparametrisation it applies to the weights (its linearisation). docs/state-transport.md
 derives the rules and says exactly what "one step after the teleport" then equals.
@@ -47,11 +50,25 @@ STATE_KINDS: dict[type[torch.optim.Optimizer], dict[str, str]] = {
 
 
 class GroupElement(Protocol):
-    """One hidden layer's applied factors, as in ``telebench.symmetry.LayerTransform``."""
+    """One hidden layer's applied factors, as in ``telebench.symmetry.LayerTransform``: ``left`` and
+    ``right`` as matrices. An element may also offer ``left_factor`` and ``right_factor``, the same
+    factors as stored, a vector (the diagonal) for diagonal groups; transport reads those when
+    present, so a rescale of a wide layer never forms a width × width matrix."""
 
-    layer: int
-    left: Tensor
-    right: Tensor
+    @property
+    def layer(self) -> int: ...
+
+    @property
+    def left(self) -> Tensor: ...
+
+    @property
+    def right(self) -> Tensor: ...
+
+
+def _factors(t: GroupElement) -> tuple[Tensor, Tensor]:
+    """(left, right) of one element, as vectors where it stores diagonal ones."""
+    left, right = getattr(t, "left_factor", None), getattr(t, "right_factor", None)
+    return t.left if left is None else left, t.right if right is None else right
 
 
 @dataclass(frozen=True)
@@ -63,12 +80,14 @@ class Factor:
 
     @classmethod
     def of(cls, matrix: Tensor, what: str) -> Factor:
+        """From a square matrix, or a vector holding a diagonal matrix's diagonal."""
         m = matrix.detach().to(torch.float64)
-        if m.dim() != 2 or m.shape[0] != m.shape[1]:
+        if m.dim() == 1:
+            inv_t = 1.0 / m
+        elif m.dim() != 2 or m.shape[0] != m.shape[1]:
             raise ValueError(f"{what} must be a square matrix, got shape {tuple(matrix.shape)}.")
-        diag = torch.diagonal(m)
-        if torch.equal(m, torch.diag(diag)):
-            inv_t = 1.0 / diag
+        elif torch.equal(m, torch.diag(torch.diagonal(m))):
+            inv_t = 1.0 / torch.diagonal(m)
         else:
             inv, info = torch.linalg.inv_ex(m)
             if int(info) != 0:
@@ -129,13 +148,13 @@ def parameter_maps(params: Sequence[Tensor], transforms: Sequence[GroupElement])
     for m, (w, b) in enumerate(layers):
         left = right = None
         if m in by_layer:
-            t = by_layer[m]
-            _check_size(t.left, w.shape[0], f"left factor of hidden layer {m}")
-            left = Factor.of(t.left, f"left factor of hidden layer {m}")
+            factor = _factors(by_layer[m])[0]
+            _check_size(factor, w.shape[0], f"left factor of hidden layer {m}")
+            left = Factor.of(factor, f"left factor of hidden layer {m}")
         if m - 1 in by_layer:
-            t = by_layer[m - 1]
-            _check_size(t.right, w.shape[1], f"right factor of hidden layer {m - 1}")
-            right = Factor.of(t.right, f"right factor of hidden layer {m - 1}")
+            factor = _factors(by_layer[m - 1])[1]
+            _check_size(factor, w.shape[1], f"right factor of hidden layer {m - 1}")
+            right = Factor.of(factor, f"right factor of hidden layer {m - 1}")
         maps[id(w)] = ParamMap(left, right)
         if b is not None:
             maps[id(b)] = ParamMap(left, None)
@@ -143,7 +162,7 @@ def parameter_maps(params: Sequence[Tensor], transforms: Sequence[GroupElement])
 
 
 def _check_size(matrix: Tensor, n: int, what: str) -> None:
-    if tuple(matrix.shape) != (n, n):
+    if tuple(matrix.shape) not in ((n, n), (n,)):
         raise ValueError(f"{what} has shape {tuple(matrix.shape)}, but the layer has {n} units.")
 
 

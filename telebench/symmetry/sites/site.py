@@ -96,7 +96,7 @@ class Refusal:
     reason: str
 
     def describe(self) -> str:
-        return f"{self.kind} refused at node {self.node!r}: {self.reason}"
+        return f"{self.kind} of {', '.join(self.modules)} refused at node {self.node!r}: {self.reason}"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,129 @@
+"""The kernels behind the fast searches: φ and the joint exponential, the factor shapes, the
+least-squares solvers and the fused gl-data step, each against its plain definition."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from telebench.symmetry import check_model, get_group, get_objective
+from telebench.symmetry.factors import IdentityPlus, LowRank, compose_left, compose_right, lmul, rmul, rmul_t
+from telebench.symmetry.gl_kernel import GradNormKernel, TallSolver, WideSolver, initial_state
+from telebench.symmetry.linalg import LeastSquares, expm_all, phi
+from telebench.symmetry.problem import Problem
+
+F64 = torch.float64
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-300))
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+@pytest.mark.parametrize("scale", [0.0, 1e-3, 0.3, 3.0, 40.0])
+def test_phi_gives_the_exponential_of_a_low_rank_element(scale, adaptive):
+    gen = torch.Generator().manual_seed(0)
+    u, v = torch.randn(5, 30, dtype=F64, generator=gen), torch.randn(5, 30, dtype=F64, generator=gen) * scale / 30
+    exact = torch.linalg.matrix_exp(u.mT @ v)
+    assert relative(torch.eye(30, dtype=F64) + u.mT @ phi(v @ u.mT, adaptive=adaptive) @ v, exact) < 1e-12
+    got32 = torch.eye(30) + u.float().mT @ phi((v @ u.mT).float(), adaptive=adaptive) @ v.float()
+    assert relative(got32.double(), exact) < 1e-5
+
+
+def test_phi_and_expm_turn_an_absurd_norm_into_nan_not_an_error():
+    huge = torch.full((4, 4), 1e300, dtype=F64)
+    assert torch.isnan(phi(huge)).all()
+    assert not torch.isfinite(expm_all([huge, torch.zeros(3, 3, dtype=F64)])[0]).any()
+
+
+def test_expm_all_matches_matrix_exp_for_matrices_of_different_sizes():
+    gen = torch.Generator().manual_seed(1)
+    mats = [torch.randn(n, n, dtype=F64, generator=gen) * s for n, s in ((7, 0.01), (12, 0.8), (3, 2.5))]
+    for got, m in zip(expm_all(mats), mats, strict=True):
+        assert relative(got, torch.linalg.matrix_exp(m)) < 1e-13
+
+
+def test_every_factor_shape_multiplies_like_its_dense_matrix():
+    gen = torch.Generator().manual_seed(2)
+    n = 9
+    w, z, b = (torch.randn(n, 5, dtype=F64, generator=gen), torch.randn(4, n, dtype=F64, generator=gen),
+               torch.randn(n, dtype=F64, generator=gen))
+    factors = [
+        torch.rand(n, dtype=F64, generator=gen) + 0.5,  # diagonal, as a vector
+        torch.randn(n, n, dtype=F64, generator=gen),
+        IdentityPlus(torch.randn(n, n, dtype=F64, generator=gen)),
+        LowRank(torch.randn(3, n, dtype=F64, generator=gen), torch.randn(3, n, dtype=F64, generator=gen)),
+        LowRank(torch.randn(3, n, dtype=F64, generator=gen), torch.randn(3, n, dtype=F64, generator=gen),
+                torch.randn(3, 3, dtype=F64, generator=gen)),
+    ]
+    for f in factors:
+        m = f.dense() if isinstance(f, IdentityPlus | LowRank) else (torch.diag(f) if f.dim() == 1 else f)
+        assert torch.allclose(lmul(f, w), m @ w) and torch.allclose(lmul(f, b), m @ b)
+        assert torch.allclose(rmul(w.mT, f), w.mT @ m) and torch.allclose(rmul_t(z, f), z @ m.mT)
+    dense = [f for f in factors[1:]]
+    as_matrices = [f.dense() if isinstance(f, IdentityPlus | LowRank) else f for f in dense]
+    left = compose_left(dense, w, n, diagonal=False)
+    right = compose_right(dense, w, n, diagonal=False)
+    assert torch.allclose(left, as_matrices[3] @ as_matrices[2] @ as_matrices[1] @ as_matrices[0])
+    assert torch.allclose(right, as_matrices[0] @ as_matrices[1] @ as_matrices[2] @ as_matrices[3])
+
+
+@pytest.mark.parametrize("shape,dtype", [((200, 10), torch.float32), ((200, 64), torch.float32),
+                                         ((2000, 16), torch.float32), ((40, 6), F64)])
+def test_the_tall_solver_is_the_least_squares_solver(shape, dtype):
+    gen = torch.Generator().manual_seed(3)
+    p = torch.randn(*shape, dtype=F64, generator=gen)
+    e, f = torch.randn(shape[0], 4, dtype=F64, generator=gen), torch.randn(shape[1], 4, dtype=F64, generator=gen)
+    x = torch.randn(shape[0], 4, dtype=F64, generator=gen)
+    ref, got = LeastSquares(p), TallSolver(p.to(dtype))
+    tol = 1e-12 if dtype == F64 else 1e-5
+    assert relative(got.solve(e.to(dtype)).double(), ref.solve(e)) < tol
+    assert relative(got.adjoint(f.to(dtype)).double(), ref.solve_adjoint(f)) < tol
+    both = got.adjoint(f.to(dtype), x.to(dtype)).double()
+    assert relative(both, ref.solve_adjoint(f) + ref.residual(x)) < tol
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_the_wide_solver_is_the_minimum_norm_solver(dtype):
+    gen = torch.Generator().manual_seed(4)
+    p = torch.randn(30, 80, dtype=F64, generator=gen)
+    e = torch.randn(30, 80, dtype=F64, generator=gen)
+    solver = WideSolver(p.to(dtype))
+    got = p.mT.to(dtype) @ solver.kinv(e.to(dtype))  # P⁺E = Pᵀ K⁻¹ E
+    assert relative(got.double(), LeastSquares(p).solve(e)) < (1e-12 if dtype == F64 else 1e-5)
+    assert relative(solver.gram.double(), p @ p.mT) < 1e-6
+
+
+@pytest.mark.parametrize("batch,act", [(40, nn.Tanh()), (40, nn.LeakyReLU(0.1)), (6, nn.LeakyReLU(0.1)),
+                                       (6, nn.ELU(0.7))])
+def test_the_fused_step_is_the_pullback_of_twice_the_hessian_vector_product(batch, act):
+    """GradNormKernel.algebra_gradient against GLDataGroup.pullback(2 H ∇L) on the same point,
+    for tall, wide (kernel and low-rank) layers and a curved activation."""
+    torch.manual_seed(5)
+    widths = (10, 24, 20, 3) if batch == 6 else (6, 9, 7, 3)
+    layers: list[nn.Module] = []
+    for i in range(len(widths) - 1):
+        layers.append(nn.Linear(widths[i], widths[i + 1]))
+        if i < len(widths) - 2:
+            layers.append(act)
+    grp = get_group("gl-data")
+    arch = check_model(nn.Sequential(*layers).double(), grp)
+    problem = Problem(arch, torch.randn(batch, widths[0], dtype=F64), torch.randint(0, 3, (batch,)), F.cross_entropy)
+    params = arch.params()
+    state = grp.prepare(arch, params, problem.inputs)
+    ev, dparams = get_objective("grad_norm").value_and_gradient(problem, params, state)
+    expected = grp.pullback(arch, params, state, dparams)
+    kernel = GradNormKernel(problem, steps=10)
+    if batch == 6:
+        assert kernel.input_kernel is not None and kernel.lowrank[0]
+    live = [[w, b] for w, b in params]
+    fused = initial_state(arch, live, problem.inputs)
+    bw = kernel.backward(live, fused, second=True, value=True, loss=True)
+    assert ev is not None and float(bw.value) == pytest.approx(float(ev.value), rel=1e-12)
+    for step, ref in zip(kernel.algebra_gradient(live, fused, bw), expected, strict=True):
+        got = step.dense if step.dense is not None else step.a.mT @ step.b
+        assert relative(got, ref) < 1e-10
