@@ -3,6 +3,8 @@ least-squares solvers and the fused gl-data step, each against its plain definit
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -127,3 +129,33 @@ def test_the_fused_step_is_the_pullback_of_twice_the_hessian_vector_product(batc
     for step, ref in zip(kernel.algebra_gradient(live, fused, bw), expected, strict=True):
         got = step.dense if step.dense is not None else step.a.mT @ step.b
         assert relative(got, ref) < 1e-10
+
+
+def test_transforms_of_a_wide_gl_data_teleport_reproduce_the_move():
+    """Low-rank elements and right factors (layers wider than the batch), composed only when read."""
+    import math
+
+    from telebench.symmetry import teleport
+
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Linear(10, 48), nn.Tanh(), nn.Linear(48, 40), nn.Tanh(), nn.Linear(40, 3)).double()
+    x, y = torch.randn(8, 10, dtype=F64), torch.randint(0, 3, (8,))
+    old = [(lin.weight.detach().clone(), lin.bias.detach().clone()) for lin in model if isinstance(lin, nn.Linear)]
+    twin = copy.deepcopy(model)
+    kernel = GradNormKernel(Problem(check_model(model, "gl-data"), x, y, F.cross_entropy), steps=4)
+    assert kernel.lowrank == [True, True]
+    rec = teleport(model, x, y, F.cross_entropy, group="gl-data", steps=4, lr=0.05, normalize_step=True,
+                   max_weight_change=math.inf)
+    assert rec.accepted and rec.relative_weight_change > 1e-3
+    new = [(lin.weight.detach(), lin.bias.detach()) for lin in model if isinstance(lin, nn.Linear)]
+    for m, (w, b) in enumerate(old):
+        left = rec.transforms[m].left if m < 2 else torch.eye(w.shape[0], dtype=F64)
+        right = rec.transforms[m - 1].right if m > 0 else torch.eye(w.shape[1], dtype=F64)
+        assert torch.allclose(new[m][0], left @ w @ right, atol=1e-10)
+        assert torch.allclose(new[m][1], left @ b, atol=1e-10)
+    # Σ_k T_k, summed from the kept factors when read, is the generic search's
+    from telebench.symmetry.search import SearchOptions, _generic, norm
+
+    generic = _generic(Problem(check_model(twin, "gl-data"), x, y, F.cross_entropy), get_group("gl-data"),
+                       get_objective("grad_norm"), SearchOptions(steps=4, lr=0.05, normalize_step=True))
+    assert rec.algebra_norm == pytest.approx(float(norm(generic.algebra)), rel=1e-8)

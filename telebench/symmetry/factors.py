@@ -44,6 +44,10 @@ class LowRank:
             return w + self.u.mT @ self._mid(self.v @ w)
         return torch.addmm(w, self.u.mT, self._mid(self.v @ w))
 
+    def lmul_(self, w: Tensor) -> Tensor:
+        """``self @ w`` written into ``w`` (a matrix nobody else holds): no copy of ``w``."""
+        return w.addmm_(self.u.mT, self._mid(self.v @ w))
+
     def rmul(self, w: Tensor) -> Tensor:
         """``w @ self``."""
         wu = w @ self.u.mT

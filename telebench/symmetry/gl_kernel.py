@@ -32,7 +32,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from telebench.symmetry.architecture import Architecture
-from telebench.symmetry.linalg import eye
 from telebench.symmetry.losses import Hvp
 from telebench.symmetry.problem import Problem
 
@@ -43,7 +42,7 @@ def _nan_unless_factored(factor: Tensor, info: Tensor) -> Tensor:
     """A Cholesky factor, or NaN everywhere if the factorisation failed (a rank-deficient or
     non-finite Gram matrix): on the device, with no host sync, so the teleport's finite check
     rejects the move instead of a solver raising or returning finite garbage."""
-    return factor.masked_fill(info != 0, math.nan)
+    return factor.mul_(torch.where(info == 0, 1.0, math.nan).to(factor.dtype))  # factor is cholesky_ex's own
 
 
 class TallSolver:
@@ -86,8 +85,7 @@ class WideSolver:
     def __init__(self, p: Tensor) -> None:
         p64 = p if p.dtype == torch.float64 else p.double()
         k64 = p64 @ p64.mT
-        factor = _nan_unless_factored(*torch.linalg.cholesky_ex(k64))
-        inverse = torch.cholesky_solve(eye(k64.shape[0], k64.dtype, k64.device), factor)
+        inverse = torch.cholesky_inverse(_nan_unless_factored(*torch.linalg.cholesky_ex(k64)))
         self.gram = k64 if p.dtype == torch.float64 else k64.to(p.dtype)  # for products, not solves
         self.inverse = inverse if p.dtype == torch.float64 else inverse.to(p.dtype)
 
@@ -221,19 +219,29 @@ class GradNormKernel:
         total = torch.stack([g.sqnorm() for g in grads]).sum() if value else None
         return Backward(at.loss, total, deltas, pulled, grads, at.hvp)
 
-    def _tangents(self, params: LayerParams, state: State, bw: Backward) -> tuple[list[Tensor], list[Tensor],
-                                                                                  list[Tensor], list[Tensor]]:
-        """Tangent forward along ∇L (Ż, Ḣ and Q_m = Ḣ_{m-1} W_mᵀ) and tangent backward (Ḋ_m, Ṙ_m)."""
+    def _tangents(self, params: LayerParams, state: State, bw: Backward) -> tuple[
+            list[Tensor], list[Tensor], list[Tensor], list[Tensor], dict[int, Tensor]]:
+        """Tangent forward along ∇L (Ż, Ḣ and Q_m = Ḣ_{m-1} W_mᵀ) and tangent backward (Ḋ_m, Ṙ_m); for
+        low-rank layers also ``[Z_m; Q_m]``, Q_m written straight into its lower half."""
         last = len(params) - 1
         z_dot: list[Tensor] = []
         h_dot: list[Tensor] = []
         q: list[Tensor] = []
+        stacked: dict[int, Tensor] = {}
         for m in range(last + 1):
             zd = bw.grads[m].h_gt()
             if m == last:  # the output layer's Q is not needed on its own
                 zd = torch.addmm(zd, h_dot[-1], params[m][0].mT)  # type: ignore[union-attr]
             elif m > 0:
-                qm = h_dot[-1] @ params[m][0].mT  # type: ignore[union-attr]
+                w = params[m][0]
+                assert w is not None
+                if self.lowrank[m]:  # B = [Z_m; Q_m], written in place (no concatenation later)
+                    b = zd.shape[0]
+                    stacked[m] = torch.empty((2 * b, w.shape[0]), dtype=zd.dtype, device=zd.device)
+                    stacked[m][:b].copy_(state.z[m])
+                    qm = torch.mm(h_dot[-1], w.mT, out=stacked[m][b:])
+                else:
+                    qm = h_dot[-1] @ w.mT
                 q.append(qm)
                 zd = zd + qm
             z_dot.append(zd)
@@ -250,11 +258,11 @@ class GradNormKernel:
             if curvature is not None:
                 nxt = nxt + bw.pulled[m - 1] * curvature * z_dot[m - 1]
             d_dot[m - 1] = nxt
-        return h_dot, q, d_dot, r_dot
+        return h_dot, q, d_dot, r_dot, stacked
 
     def algebra_gradient(self, params: LayerParams, state: State, bw: Backward) -> list[AlgebraStep]:
         """∂‖∇L‖²/∂T_m at T = 0 for every hidden layer (GLDataGroup.pullback of 2H∇L, in factored form)."""
-        h_dot, q, d_dot, r_dot = self._tangents(params, state, bw)
+        h_dot, q, d_dot, r_dot, stacked = self._tangents(params, state, bw)
         out: list[AlgebraStep] = [AlgebraStep()] * self.arch.n_hidden
         z_bar: Tensor | None = None
         for m in reversed(range(self.arch.n_hidden)):
@@ -265,10 +273,17 @@ class GradNormKernel:
                 f = torch.addmm(h.mT @ rd_next, h_dot[m].mT, r_next, beta=-2, alpha=-2)
                 h_bar = solver.adjoint(f, None if z_bar is None else z_bar @ params[m + 1][0])  # type: ignore[operator]
             u = state.slope[m] * h_bar
+            if self.lowrank[m] and m > 0:  # A = [u + 2Ḋ; 2δ], B = [Z; Q] (Q was written below Z)
+                b = u.shape[0]
+                a = torch.empty((2 * b, u.shape[1]), dtype=u.dtype, device=u.device)
+                torch.add(u, d_dot[m], alpha=2, out=a[:b])
+                torch.mul(bw.deltas[m], 2, out=a[b:])
+                out[m] = AlgebraStep(a=a, b=stacked[m])
+                z_bar = u
+                continue
             a = torch.add(u, d_dot[m], alpha=2)
             if self.lowrank[m]:
-                out[m] = (AlgebraStep(a=a, b=state.z[m]) if m == 0 else
-                          AlgebraStep(a=torch.cat([a, 2 * bw.deltas[m]]), b=torch.cat([state.z[m], q[m - 1]])))
+                out[m] = AlgebraStep(a=a, b=state.z[m])
             else:
                 dense = a.mT @ state.z[m]
                 out[m] = AlgebraStep(dense=dense if m == 0 else torch.addmm(dense, bw.deltas[m].mT, q[m - 1], alpha=2))

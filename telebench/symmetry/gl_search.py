@@ -98,9 +98,10 @@ def _sweep(problem: Problem, params: LayerParams, state: State, g: list[Factor])
         rights.append(right)
         w, b = params[m + 1]
         assert w is not None
-        w = rmul(w, right)
+        w = rmul(w, right)  # a fresh matrix, so a low-rank element may update it in place
         if m + 1 < last:
-            w = lmul(g[m + 1], w)
+            left = g[m + 1]
+            w = left.lmul_(w) if isinstance(left, LowRank) else lmul(left, w)
             b = None if b is None else lmul(g[m + 1], b)
             z = F.linear(h, w, b)
         params[m + 1] = [w, b]
