@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -188,3 +189,25 @@ class Steps:
             shape = (n,) if self.diagonal else (n, n)
             out.append(torch.stack(parts).sum(0) if parts else self.like.new_zeros(shape))
         return out
+
+
+class AppliedElement(Protocol):
+    """One applied group element as a record's transforms hold it (``LayerTransform``, a site's move):
+    ``left`` and ``right`` as matrices, and optionally ``left_factor`` and ``right_factor`` as stored,
+    vectors for diagonal groups, which an optimizer-state transport reads so that a wide rescale never
+    forms a width × width matrix."""
+
+    @property
+    def layer(self) -> int: ...
+
+    @property
+    def left(self) -> Tensor: ...
+
+    @property
+    def right(self) -> Tensor: ...
+
+
+def applied_factors(t: AppliedElement) -> tuple[Tensor, Tensor]:
+    """(left, right) of one applied element, as vectors where it stores diagonal ones."""
+    left, right = getattr(t, "left_factor", None), getattr(t, "right_factor", None)
+    return t.left if not isinstance(left, Tensor) else left, t.right if not isinstance(right, Tensor) else right

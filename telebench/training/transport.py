@@ -26,12 +26,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from telebench.errors import UserError
+from telebench.symmetry.factors import AppliedElement, applied_factors
 
 COVECTOR, SECOND_MOMENT, NORMALISED, KEEP = "covector", "second-moment", "normalised", "keep"
 
@@ -49,26 +49,7 @@ STATE_KINDS: dict[type[torch.optim.Optimizer], dict[str, str]] = {
 """What each state entry of each supported optimizer is made of (torch's own key names)."""
 
 
-class GroupElement(Protocol):
-    """One hidden layer's applied factors, as in ``telebench.symmetry.LayerTransform``: ``left`` and
-    ``right`` as matrices. An element may also offer ``left_factor`` and ``right_factor``, the same
-    factors as stored, a vector (the diagonal) for diagonal groups; transport reads those when
-    present, so a rescale of a wide layer never forms a width × width matrix."""
-
-    @property
-    def layer(self) -> int: ...
-
-    @property
-    def left(self) -> Tensor: ...
-
-    @property
-    def right(self) -> Tensor: ...
-
-
-def _factors(t: GroupElement) -> tuple[Tensor, Tensor]:
-    """(left, right) of one element, as vectors where it stores diagonal ones."""
-    left, right = getattr(t, "left_factor", None), getattr(t, "right_factor", None)
-    return t.left if left is None else left, t.right if right is None else right
+GroupElement = AppliedElement  # one hidden layer's applied factors: telebench.symmetry.factors
 
 
 @dataclass(frozen=True)
@@ -148,11 +129,11 @@ def parameter_maps(params: Sequence[Tensor], transforms: Sequence[GroupElement])
     for m, (w, b) in enumerate(layers):
         left = right = None
         if m in by_layer:
-            factor = _factors(by_layer[m])[0]
+            factor = applied_factors(by_layer[m])[0]
             _check_size(factor, w.shape[0], f"left factor of hidden layer {m}")
             left = Factor.of(factor, f"left factor of hidden layer {m}")
         if m - 1 in by_layer:
-            factor = _factors(by_layer[m - 1])[1]
+            factor = applied_factors(by_layer[m - 1])[1]
             _check_size(factor, w.shape[1], f"right factor of hidden layer {m - 1}")
             right = Factor.of(factor, f"right factor of hidden layer {m - 1}")
         maps[id(w)] = ParamMap(left, right)

@@ -19,12 +19,12 @@ training; a test keeps the two equal).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
 from telebench.errors import UserError
+from telebench.symmetry.factors import AppliedElement, applied_factors
 from telebench.symmetry.sites import actions
 from telebench.symmetry.sites.actions import Element
 from telebench.symmetry.sites.site import Site, SiteSet
@@ -39,26 +39,7 @@ STATE_KINDS: dict[type[torch.optim.Optimizer], dict[str, str]] = {
 }
 
 
-class SiteMove(Protocol):
-    """One site's applied element, as in ``TeleportRecord.transforms`` on the site path (``left`` and
-    ``right`` as matrices; ``left_factor`` and ``right_factor``, when present, as stored: vectors for a
-    diagonal site)."""
-
-    @property
-    def layer(self) -> int: ...
-
-    @property
-    def left(self) -> Tensor: ...
-
-    @property
-    def right(self) -> Tensor: ...
-
-
-def _factors(t: SiteMove) -> tuple[Tensor, Tensor]:
-    left, right = getattr(t, "left_factor", None), getattr(t, "right_factor", None)
-    if isinstance(left, Tensor) and isinstance(right, Tensor):
-        return left, right
-    return t.left, t.right
+SiteMove = AppliedElement  # one site's applied element, as TeleportRecord.transforms hold it
 
 
 def elements_of(sites: SiteSet, transforms: Sequence[SiteMove]) -> list[Element]:
@@ -67,7 +48,7 @@ def elements_of(sites: SiteSet, transforms: Sequence[SiteMove]) -> list[Element]
     if sorted(by_index) != list(range(len(sites.sites))):
         raise ValueError(f"site transport needs one transform per site 0..{len(sites.sites) - 1}, "
                          f"got {sorted(by_index)}.")
-    factors = [_factors(by_index[i]) for i in range(len(sites.sites))]
+    factors = [applied_factors(by_index[i]) for i in range(len(sites.sites))]
     return [actions.from_matrices(s, left.detach().double(), right.detach().double())
             for s, (left, right) in zip(sites.sites, factors, strict=True)]
 
