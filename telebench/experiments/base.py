@@ -96,8 +96,8 @@ class Experiment(Protocol[C]):
         """The tasks in run order; the units of a task run together in one worker."""
         ...
 
-    def precheck(self, config: C, data_root: str | None) -> None:
-        """Fail before any training when something every task needs (data files) is missing."""
+    def precheck(self, config: C, plan: Sequence[Sequence[Any]], data_root: str | None) -> None:
+        """Fail before any training when something the planned tasks need (data files) is missing."""
         ...
 
     def default_threads(self, config: C) -> int | None:

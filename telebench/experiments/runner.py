@@ -54,8 +54,8 @@ def run_experiment(exp: Experiment, config: Loaded, request: RunRequest, console
     out = request.out_dir
     prepare_out_dir(out)
     with lock(out):
-        exp.precheck(config, request.data_root)
         plan = exp.plan(config)
+        exp.precheck(config, plan, request.data_root)
         journal = Journal(out, exp.journal_name, key=exp.journal_key)
         finished = journal.finished()
         warnings = list(journal.warnings)

@@ -52,7 +52,7 @@ class CorrelationExperiment:
     def plan(self, config: Study) -> list[list[NetworkUnit]]:
         return [[NetworkUnit.of(case, seed)] for case in config.cases for seed in case.seeds]
 
-    def precheck(self, config: Study, data_root: str | None) -> None:
+    def precheck(self, config: Study, plan: Sequence[Sequence[NetworkUnit]], data_root: str | None) -> None:
         check_datasets((case.dataset for case in config.cases), data_root)
 
     def default_threads(self, config: Study) -> int | None:

@@ -78,7 +78,7 @@ class MetaExperiment:
     def plan(self, config: MetaSuite) -> list[list[MetaUnit]]:
         return [[MetaUnit(config.name, case)] for case in config.cases]
 
-    def precheck(self, config: MetaSuite, data_root: str | None) -> None:
+    def precheck(self, config: MetaSuite, plan: Sequence[Sequence[MetaUnit]], data_root: str | None) -> None:
         """Meta tasks sample their data from the task spec's own datasets, loaded inside each case."""
 
     def default_threads(self, config: MetaSuite) -> int | None:

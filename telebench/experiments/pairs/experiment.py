@@ -39,9 +39,9 @@ class PairsExperiment:
     def plan(self, config: Suite | Plan) -> list[list[TrialSpec]]:
         return group_pairs(trials_of(config))
 
-    def precheck(self, config: Suite | Plan, data_root: str | None) -> None:
-        """Load each distinct dataset once up front, so missing files stop the run before any training."""
-        check_datasets((trial.dataset for trial in trials_of(config)), data_root)
+    def precheck(self, config: Suite | Plan, plan: Sequence[Sequence[TrialSpec]], data_root: str | None) -> None:
+        """Load each distinct dataset of the plan once up front, so missing files stop the run before any training."""
+        check_datasets((trial.dataset for task in plan for trial in task), data_root)
 
     def default_threads(self, config: Suite | Plan) -> int | None:
         return 1  # steady timings for small models: more threads made them slower and erratic on 2 busy cores
