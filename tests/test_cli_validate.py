@@ -58,7 +58,7 @@ CASES: dict[str, tuple[Case, int, str]] = {
     "unknown-optimizer": (Case(edit("name: sgd", "name: adamw")), 2,
                           "cases[0].optimizers[0].name: unknown optimizer 'adamw'; did you mean 'adam'?"),
     "unknown-group": (Case(GOOD, ("--set", "defaults.teleport.group=so3")), 2,
-                      "defaults.teleport.group: unknown group 'so3'; allowed: rescale, linear, gl-data."),
+                      "defaults.teleport.group: unknown group 'so3'; allowed: rescale, linear, gl-data, channel-rescale, norm-scale, attention, auto."),
     "unknown-arm": (Case(edit("[baseline, teleport]", "[baseline, teleprt]")), 2,
                     "defaults.arms[1]: unknown arm 'teleprt'; did you mean 'teleport'?"),
     "nonpositive-lr": (Case(edit("lr: 0.1", "lr: -0.1")), 2,

@@ -297,6 +297,7 @@ def test_registry_answers_shapes_without_files(tmp_path: Path) -> None:
         "fashion-mnist",
         "mnist",
         "cifar10",
+        "modular-addition",
     }
     assert dataset_shape("cifar10", {"root": str(tmp_path / "nothing-here")}) == (3072, 10)
     assert dataset_shape("mnist", freeze({"n_train": 100})) == (784, 10)

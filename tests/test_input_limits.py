@@ -250,7 +250,7 @@ def test_report_and_compare_refuse_folders_and_devices_in_one_line(tmp_path: Pat
     folder.mkdir()
     base = str(ROOT / "tests" / "fixtures" / "compare" / "base.json")
     for args, text in (
-        (("report", str(folder)), "is a folder; pass the results.json"),
+        (("report", str(folder)), "is a folder without a results.json; pass the results.json"),
         (("report", "/dev/zero"), "/dev/zero: is not a regular file"),
         (("compare", "/dev/zero", base), "/dev/zero: is not a regular file"),
         (("compare", base, str(folder)), "is a folder"),

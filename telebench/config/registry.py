@@ -12,10 +12,11 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-DATASETS = ("synthetic-regression", "synthetic-classification", "digits", "fashion-mnist", "mnist", "cifar10")
+DATASETS = ("synthetic-regression", "synthetic-classification", "digits", "fashion-mnist", "mnist", "cifar10",
+            "modular-addition")
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam")
-GROUPS = ("rescale", "linear", "gl-data")
-OBJECTIVES = ("grad_norm", "sharpness", "curvature")
+GROUPS = ("rescale", "linear", "gl-data", "channel-rescale", "norm-scale", "attention", "auto")
+OBJECTIVES = ("grad_norm", "sharpness", "curvature", "curvature_reference")
 ACTIVATIONS = ("relu", "leaky_relu", "identity", "linear", "tanh", "sigmoid", "gelu")
 EXECUTORS = ("local", "process", "ray")
 
@@ -56,7 +57,7 @@ def optimizer_names() -> tuple[str, ...]:
 
 
 def group_names() -> tuple[str, ...]:
-    return _names(_lookup("telebench.symmetry", "GROUPS"), GROUPS)
+    return _names(_lookup("telebench.symmetry", "GROUP_NAMES"), GROUPS)
 
 
 def objective_names() -> tuple[str, ...]:
@@ -90,6 +91,14 @@ def dataset_shape(name: str, params: dict[str, Any]) -> tuple[int, int] | None:
     if owner is not None:
         return tuple(owner(name, params))
     return _SHAPES.get(name)
+
+
+def dataset_inputs(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """What one input row of a dataset is (features, an image of (C, H, W), or token ids), from its params."""
+    owner = _lookup("telebench.training.datasets", "dataset_inputs")
+    if owner is not None:
+        return dict(owner(name, params))
+    return {"kind": "features"}
 
 
 def dataset_sizes(name: str, params: dict[str, Any]) -> tuple[int, int, int] | None:

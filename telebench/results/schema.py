@@ -52,10 +52,13 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
 def load_results(path: str | Path, kind: str | None = None) -> dict[str, Any]:
     """Read, check and migrate a results.json; `kind` insists on one kind. Problems are one sentence."""
     p = Path(path)
+    if p.is_dir() and (p / "results.json").is_file():  # an --out folder: its results
+        p = p / "results.json"
     if not p.exists():
         raise UserError(f"Results file {p} does not exist; pass the results.json that `telebench run` wrote in its --out folder.")
     if p.is_dir():
-        raise UserError(f"Results file {p} is a folder; pass the results.json that `telebench run` wrote inside it.")
+        raise UserError(f"Results file {p} is a folder without a results.json; pass the results.json that "
+                        "`telebench run` wrote in its --out folder.")
     blob = read_results_bytes(p)
     try:
         data = json.loads(blob.decode("utf-8"))

@@ -29,10 +29,14 @@ from telebench.symmetry.problem import Problem
 from telebench.symmetry.search import SearchOptions, search
 from telebench.symmetry.sites.discovery import find_symmetries
 from telebench.symmetry.sites.site import Refusal, Site, SiteSet
+from telebench.symmetry.sites.teleport import SITE_GROUPS
 from telebench.symmetry.teleport import LayerTransform, TeleportRecord, teleport
+
+GROUP_NAMES = (*GROUPS, *SITE_GROUPS)  # every group a suite may name: the MLP groups, then the site groups
 
 __all__ = [
     "GROUPS",
+    "GROUP_NAMES",
     "OBJECTIVES",
     "Architecture",
     "Curvature",

@@ -13,6 +13,7 @@ from typing import Any
 
 from telebench.errors import UserError
 from telebench.training import image_datasets as images
+from telebench.training import sequence_datasets as sequences
 from telebench.training import synthetic_datasets as synthetic
 from telebench.training.dataset_bundle import CLASSIFICATION, REGRESSION, DatasetBundle
 from telebench.training.dataset_params import SEED_PARAM, Param, count_param, image_params
@@ -31,6 +32,8 @@ class DatasetInfo:
     shape: Callable[[dict[str, Any]], tuple[int, int]]  # resolved params -> (n_features, n_outputs)
     sizes: Callable[[dict[str, Any]], tuple[int, int, int]]  # resolved params -> (n_train, n_val, n_test)
     loader: Callable[[dict[str, Any], str | None], DatasetBundle]
+    image: tuple[int, int, int] | None = None  # (C, H, W) of an image dataset's flattened rows
+    tokens: Callable[[dict[str, Any]], tuple[int, int]] | None = None  # token ids: resolved params -> (vocab, length)
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -111,6 +114,7 @@ DATASETS: dict[str, DatasetInfo] = {
             _fixed_shape(64, 10),
             images.digits_sizes,
             images.load_sklearn_digits,
+            image=(1, 8, 8),
         ),
         DatasetInfo(
             "fashion-mnist",
@@ -120,6 +124,7 @@ DATASETS: dict[str, DatasetInfo] = {
             _fixed_shape(784, 10),
             images.pool_sizes("fashion-mnist", 60_000, 10_000),
             images.load_fashion_mnist,
+            image=(1, 28, 28),
         ),
         DatasetInfo(
             "mnist",
@@ -129,6 +134,7 @@ DATASETS: dict[str, DatasetInfo] = {
             _fixed_shape(784, 10),
             images.pool_sizes("mnist", 60_000, 10_000),
             images.load_mnist,
+            image=(1, 28, 28),
         ),
         DatasetInfo(
             "cifar10",
@@ -138,6 +144,23 @@ DATASETS: dict[str, DatasetInfo] = {
             _fixed_shape(3072, 10),
             images.pool_sizes("cifar10", 50_000, 10_000),
             images.load_cifar10,
+            image=(3, 32, 32),
+        ),
+        DatasetInfo(
+            "modular-addition",
+            CLASSIFICATION,
+            "every equation a+b=c (mod p) as token ids [a, b, =], generated (Power et al. 2022)",
+            {
+                "modulus": count_param(59, minimum=2),
+                "operation": Param("add", str, choices=sequences.OPERATIONS),
+                "train_fraction": Param(0.5, float, minimum=0.0, below=1.0),
+                "val_fraction": Param(0.25, float, minimum=0.0, below=1.0),
+                "split_seed": SEED_PARAM,
+            },
+            sequences.modular_shape,
+            sequences.modular_sizes,
+            sequences.load_modular,
+            tokens=sequences.modular_tokens,
         ),
     )
 }
@@ -167,6 +190,18 @@ def dataset_sizes(name: str, params: Mapping[str, Any] | Params | None = None) -
     """(n_train, n_val, n_test) from the params alone, e.g. to reject a teleport batch larger than the data."""
     info = dataset_info(name)
     return info.sizes(info.resolve(params))
+
+
+def dataset_inputs(name: str, params: Mapping[str, Any] | Params | None = None) -> dict[str, Any]:
+    """What one input row is, from the params alone: ``{"kind": "features"}``, ``{"kind": "image",
+    "shape": (C, H, W)}`` or ``{"kind": "tokens", "vocab": V, "length": L}``."""
+    info = dataset_info(name)
+    if info.tokens is not None:
+        vocab, length = info.tokens(info.resolve(params))
+        return {"kind": "tokens", "vocab": vocab, "length": length}
+    if info.image is not None:
+        return {"kind": "image", "shape": info.image}
+    return {"kind": "features"}
 
 
 def load_dataset(spec: DatasetSpec, data_root: str | None = None) -> DatasetBundle:

@@ -125,7 +125,8 @@ def _mnist_like(name: str, files: Mapping[str, Path], p: dict[str, Any]) -> Data
         source, train_x, train_y, p["n_train"], p["n_val"], p["split_seed"]
     )
     x_test, y_test = _test_part(source, test_x, test_y, p["n_test"])
-    return DatasetBundle(name, CLASSIFICATION, x_train, y_train, x_val, y_val, x_test, y_test, 784, 10)
+    return DatasetBundle(name, CLASSIFICATION, x_train, y_train, x_val, y_val, x_test, y_test, 784, 10,
+                         image_shape=(1, 28, 28))
 
 
 # ---- loaders -----------------------------------------------------------------------------------
@@ -140,7 +141,8 @@ def load_sklearn_digits(p: dict[str, Any], data_root: str | None) -> DatasetBund
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(p["split_seed"]))
     test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
     x_test, y_test = (x[test], y[test]) if n_test else (None, None)
-    return DatasetBundle("digits", CLASSIFICATION, x[train], y[train], x[val], y[val], x_test, y_test, 64, 10)
+    return DatasetBundle("digits", CLASSIFICATION, x[train], y[train], x[val], y[val], x_test, y_test, 64, 10,
+                         image_shape=(1, 8, 8))
 
 
 def load_fashion_mnist(p: dict[str, Any], data_root: str | None) -> DatasetBundle:
@@ -192,7 +194,8 @@ def load_mnist(p: dict[str, Any], data_root: str | None) -> DatasetBundle:
         str(raw), train.data, train.targets, p["n_train"], p["n_val"], p["split_seed"]
     )
     x_test, y_test = _test_part(str(raw), test.data, test.targets, p["n_test"])
-    return DatasetBundle("mnist", CLASSIFICATION, x_train, y_train, x_val, y_val, x_test, y_test, 784, 10)
+    return DatasetBundle("mnist", CLASSIFICATION, x_train, y_train, x_val, y_val, x_test, y_test, 784, 10,
+                         image_shape=(1, 28, 28))
 
 
 def load_cifar10(p: dict[str, Any], data_root: str | None) -> DatasetBundle:
@@ -220,4 +223,5 @@ def load_cifar10(p: dict[str, Any], data_root: str | None) -> DatasetBundle:
         str(folder), train_x, train_y, p["n_train"], p["n_val"], p["split_seed"]
     )
     x_test, y_test = _test_part(str(folder), test_x, test_y, p["n_test"])
-    return DatasetBundle("cifar10", CLASSIFICATION, x_train, y_train, x_val, y_val, x_test, y_test, 3072, 10)
+    return DatasetBundle("cifar10", CLASSIFICATION, x_train, y_train, x_val, y_val, x_test, y_test, 3072, 10,
+                         image_shape=(3, 32, 32))  # the batches store each image channel by channel

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from telebench.errors import UserError
+from telebench.training.models import build_mlp
+from telebench.training.specs import ModelSpec, Params
 
 
 class CNN(nn.Module):
@@ -224,3 +226,44 @@ def build_model(spec: dict[str, Any], seed: int | None = None, device: str | tor
             torch.manual_seed(seed)
             model = _construct(family, kwargs)
     return model.to(device=device, dtype=dtype)
+
+
+def data_kwargs(family: str, inputs: dict[str, Any], n_outputs: int) -> dict[str, Any]:
+    """The constructor arguments a built-in family takes from its dataset (channels, image size, vocabulary,
+    sequence length, classes), so a suite names only the architecture; a suite's own values win."""
+    if family in ("cnn", "resnet") and inputs.get("kind") == "image":
+        channels, height, width = inputs["shape"]
+        found: dict[str, Any] = {"in_channels": channels, "n_classes": n_outputs}
+        if family == "cnn":
+            found["image_size"] = height if height == width else None
+        return {k: v for k, v in found.items() if v is not None}
+    if family == "transformer" and inputs.get("kind") == "tokens":
+        return {"vocab": inputs["vocab"], "seq_len": inputs["length"], "n_classes": n_outputs}
+    return {}
+
+
+def build_from_spec(spec: ModelSpec, seed: int | None = None, device: str | torch.device = "cpu",
+                    dtype: torch.dtype = torch.float32) -> nn.Module:
+    """The model a trial spec names: an MLP nn.Sequential, or a family built from its resolved kwargs."""
+    if spec.is_mlp:
+        return build_mlp(spec, seed=seed, device=device, dtype=dtype)
+    kwargs = thaw_deep(spec.kwargs)
+    if spec.family == "factory":
+        return build_model({"family": "factory", "target": kwargs.pop("target"), "kwargs": kwargs.get("kwargs", {})},
+                           seed=seed, device=device, dtype=dtype)
+    return build_model({"family": spec.family, **kwargs}, seed=seed, device=device, dtype=dtype)
+
+
+def thaw_deep(params: Params) -> dict[str, Any]:
+    """Inverse of :func:`telebench.training.specs.freeze` for the kwargs of a model: nested pairs become dicts,
+    other tuples lists (a constructor gets ``channels=[8, 16]`` and ``kwargs={...}`` as written)."""
+
+    def _t(v: Any) -> Any:
+        if isinstance(v, tuple) and v and all(isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str)
+                                              for x in v):
+            return {k: _t(x) for k, x in v}
+        if isinstance(v, tuple):
+            return [_t(x) for x in v]
+        return v
+
+    return {k: _t(v) for k, v in params}

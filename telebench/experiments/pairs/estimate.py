@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from telebench.config import registry
 from telebench.experiments.pairs.spec import ScheduleSpec, TeleportSpec, TrialSpec
+from telebench.experiments.pairs.stand_in import TRAIN_EVAL_SIZE, StandIn, build_stand_in
 from telebench.training.specs import DatasetSpec, ModelSpec, OptimizerSpec, thaw
 from telebench.training.step import budget_steps
 
@@ -49,7 +50,6 @@ STEP_COST_S = 0.025e-9  # per sample per parameter: forward + backward + step
 FORWARD_OVERHEAD_S = 15e-6  # per evaluation chunk
 FORWARD_COST_S = 0.009e-9  # per sample per parameter, forward only
 TRIAL_SETUP_S = 0.05  # building the model, optimizer, first batches
-TRAIN_EVAL_SIZE = 10_000  # the loop measures train loss on at most this many samples
 HELD_OUT_SIZE = 2_000  # samples of each teleport's invariance check
 GRADS_PER_TELEPORT_STEP = {"gl-data": 4.0}  # gradient evaluations per search step; other groups: 1
 UNKNOWN_TRAIN_SIZE = 1_000
@@ -60,7 +60,6 @@ PROBE_MAX_STEPS = 200  # per block
 PROBE_BLOCKS = 3
 PROBE_STEP_SECONDS = 0.03  # time steps for about this long per (model, batch, optimizer)
 PROBE_BUDGET_S = 10.0  # a plan of many distinct models probes this long, then estimates the rest statically
-STAND_IN_ROWS = 2048  # rows per split of the random stand-in data (more when a batch needs them)
 CHEAP_TELEPORT_S = 0.25  # a first teleport faster than this is repeated, and the warm second one kept
 
 T = TypeVar("T")
@@ -107,8 +106,12 @@ class Estimate:
 
 
 # ---- the formula -----------------------------------------------------------------------------------
-def _n_params(widths: tuple[int, ...], bias: bool) -> int:
-    return sum(a * b + (b if bias else 0) for a, b in pairwise(widths))
+def _n_params(spec: TrialSpec) -> int:
+    if spec.model.is_mlp:
+        return sum(a * b + (b if spec.model.bias else 0) for a, b in pairwise(spec.model.widths))
+    from telebench.experiments.pairs.models import model_info
+
+    return model_info(spec.model, spec.dataset).parameters
 
 
 def _split_sizes(spec: TrialSpec) -> tuple[int, int]:
@@ -130,7 +133,7 @@ def _teleport_count(schedule: ScheduleSpec, steps_per_epoch: int, total_steps: i
 
 def static_costs(spec: TrialSpec) -> Costs:
     """The fitted per-sample-per-parameter figures: no measurement."""
-    params = _n_params(spec.model.widths, spec.model.bias)
+    params = _n_params(spec)
     n_train, n_val = _split_sizes(spec)
     n_eval = min(n_train, TRAIN_EVAL_SIZE)
     chunks = math.ceil(n_eval / spec.eval_batch_size) + math.ceil(n_val / spec.eval_batch_size)
@@ -146,7 +149,7 @@ def static_teleport_seconds(spec: TrialSpec) -> float:
     tp = spec.teleport
     if tp is None:
         return 0.0
-    params = _n_params(spec.model.widths, spec.model.bias)
+    params = _n_params(spec)
     grads = 2.0 if spec.arm_kind == "random-teleport" else 1 + tp.steps * GRADS_PER_TELEPORT_STEP.get(tp.group, 1.0)
     return grads * (STEP_OVERHEAD_S + STEP_COST_S * tp.batch_size * params)
 
@@ -236,24 +239,11 @@ def probe_plan(plan: Sequence[TrialSpec]) -> Probed:
     return probe.result
 
 
-@dataclass
-class _StandIn:
-    """Random tensors of a dataset's shape on the trial's device, at most STAND_IN_ROWS per split (more
-    for a larger batch), and the real row counts each evaluation's time is scaled to."""
-
-    data: DatasetBundle
-    n_train: int
-    rows: tuple[int, int, int]  # real (train-loss subset, validation, test) rows of one evaluation
-
-    def scale(self, split: int, stand_in_rows: int) -> float:
-        return self.rows[split] / max(1, stand_in_rows)
-
-
 class _Probe:
     def __init__(self, started: float) -> None:
         self.deadline = started + PROBE_BUDGET_S
         self.result = Probed()
-        self.stand_ins: dict[tuple[DatasetSpec, str], _StandIn] = {}
+        self.stand_ins: dict[tuple[DatasetSpec, str, str], StandIn] = {}
 
     def add(self, spec: TrialSpec) -> None:
         """Probe what `spec` needs that is not yet measured; a failure marks its case as static."""
@@ -276,37 +266,14 @@ class _Probe:
         except Exception as exc:  # noqa: BLE001 - any failure only means "estimate this case statically"
             self.result.failed[spec.case] = _reason(exc)
 
-    def _stand_in(self, spec: TrialSpec) -> _StandIn:
+    def _stand_in(self, spec: TrialSpec) -> StandIn:
         """The dataset's stand-in (its shape, task and sizes from the registry, so no file is read)."""
-        import torch
-
-        from telebench.training.dataset_bundle import CLASSIFICATION, DatasetBundle
-        from telebench.training.datasets import dataset_info
-        from telebench.training.devices import resolve_device
-
         need = max(spec.batch_size, spec.teleport.batch_size if spec.teleport else 0)
-        key = (spec.dataset, spec.device)
+        key = (spec.dataset, spec.device, spec.model.inputs)
         found = self.stand_ins.get(key)
         if found is not None and len(found.data.x_train) >= min(need, found.n_train):
             return found
-        info = dataset_info(spec.dataset.name)
-        params = info.resolve(spec.dataset.params)
-        n_features, n_outputs = info.shape(params)
-        n_train, n_val, n_test = info.sizes(params)
-        generator = torch.Generator().manual_seed(0)
-
-        def split(n: int, at_least: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-            n = min(n, max(STAND_IN_ROWS, at_least))
-            x = torch.randn(n, n_features, generator=generator)
-            if info.task == CLASSIFICATION:
-                return x, torch.randint(n_outputs, (n,), generator=generator)
-            return x, torch.randn(n, n_outputs, generator=generator)
-
-        (x_train, y_train), (x_val, y_val) = split(n_train, need), split(n_val)
-        x_test, y_test = split(n_test) if n_test else (None, None)
-        data = DatasetBundle(spec.dataset.name, info.task, x_train, y_train, x_val, y_val, x_test, y_test,
-                             n_features, n_outputs).to(resolve_device(spec.device))
-        self.stand_ins[key] = _StandIn(data, n_train, (min(n_train, TRAIN_EVAL_SIZE), n_val, n_test))
+        self.stand_ins[key] = build_stand_in(spec, need)
         return self.stand_ins[key]
 
     def _twice(self, fn: Callable[[], T], clock: Callable[[], float]) -> tuple[T, float]:
@@ -375,10 +342,10 @@ class _Probe:
 def _arm(spec: TrialSpec, data: DatasetBundle) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
     """What the loop builds per arm: the model, its optimizer, and its two batch streams (the first returned)."""
     from telebench.training.batches import BatchStream
-    from telebench.training.models import build_mlp
+    from telebench.training.model_families import build_from_spec
     from telebench.training.optimizers import make_optimizer
 
-    model = build_mlp(spec.model, seed=spec.seed, device=data.x_train.device)
+    model = build_from_spec(spec.model, seed=spec.seed, device=data.x_train.device)
     optimizer = make_optimizer(spec.optimizer, model.parameters())
     stream = BatchStream(data.x_train, data.y_train, spec.batch_size, seed=spec.seed)
     tele_bs = min(spec.teleport.batch_size if spec.teleport else spec.batch_size, len(data.x_train))

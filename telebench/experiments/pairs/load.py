@@ -10,38 +10,38 @@ the file and the key path. `expand` turns the suite into the ordered, hashable p
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from telebench.analysis.verdicts import ALPHA, min_pairs_for
 from telebench.config import registry
 from telebench.config.base import check_name
-from telebench.config.errors import key_path, validation_error
-from telebench.config.merge import Loc, is_set, merge_models, written_at
+from telebench.config.errors import validation_error
+from telebench.config.merge import merge_models
 from telebench.config.overrides import Overrides, read_suite
 from telebench.errors import UserError
 from telebench.experiments.pairs.memory import (
     DENSE_GROUPS,
     MAX_SHARE,
     describe_bytes,
+    family_pair_bytes,
     machine_bytes,
     pair_bytes,
     parameters,
 )
+from telebench.experiments.pairs.models import check_mlp_groups, resolve_model
+from telebench.experiments.pairs.notes import note, note_no_ops, note_schedules, note_seed_counts
+from telebench.experiments.pairs.origin import Origin, teleport_settings
 from telebench.experiments.pairs.schema import (
     ArmConfig,
     BudgetConfig,
     Case,
-    OptimizerConfig,
     Suite,
     SuiteFile,
     TeleportConfig,
 )
 from telebench.experiments.pairs.spec import ARMS
-from telebench.training.optimizer_state import keeps_state
 from telebench.training.step import budget_steps
 
 __all__ = ["Suite", "Case", "load_suite", "teleport_settings"]
@@ -50,40 +50,7 @@ __all__ = ["Suite", "Case", "load_suite", "teleport_settings"]
 # ---- merging defaults into cases ------------------------------------------------------------------
 
 
-@dataclass
-class _Origin:
-    """Where a merged value came from, so an error names the key the user actually wrote."""
-
-    doc: SuiteFile
-    index: int
-    options: dict[str, str] = field(default_factory=dict)  # case key -> the option that overrode it
-    arms: list[int | None] | None = None  # after --arms: each arm's index in the file (None: added)
-
-    def case_key(self, *keys: str | int) -> str:
-        if keys[0] in self.options:
-            return self.options[str(keys[0])]
-        return key_path(written_at(self.doc.cases[self.index], self.doc.defaults, ("cases", self.index), keys) + keys)
-
-    def teleport_key(self, opt: int, arm: int, name: str) -> str:
-        """The most specific level that set teleport `name`: arm, optimizer, case, then defaults."""
-        case, defaults = self.doc.cases[self.index], self.doc.defaults
-        written = arm if self.arms is None else self.arms[arm]
-        levels: list[Loc] = [("optimizers", opt, "teleport", name), ("teleport", name)]
-        if written is not None:
-            levels.insert(0, ("arms", written, "teleport", name))
-        for keys in levels:
-            for base, model in ((("cases", self.index), case), (("defaults",), defaults)):
-                if is_set(model, keys):
-                    return key_path(base + keys)
-        return f"teleport.{name} (default)"
-
-
-def teleport_settings(case: Case, optimizer: OptimizerConfig, arm: ArmConfig) -> TeleportConfig:
-    """The settings one trial teleports with: case ← optimizer ← arm (the case already holds defaults)."""
-    return TeleportConfig(**{**case.teleport.given(), **optimizer.teleport.given(), **arm.teleport.given()})
-
-
-def _apply_overrides(merged: dict[str, Any], ov: Overrides, origin: _Origin) -> None:
+def _apply_overrides(merged: dict[str, Any], ov: Overrides, origin: Origin) -> None:
     for key, option, value in (
         ("seeds", "--seeds", ov.seeds),
         ("devices", "--devices", ov.devices),
@@ -102,7 +69,7 @@ def _fail(source: str, path: str, problem: str) -> UserError:
     return UserError(f"{source}: {path}: {problem}.")
 
 
-def _check_model(source: str, case: Case, origin: _Origin) -> None:
+def _check_model(source: str, case: Case, origin: Origin) -> None:
     widths = case.model.widths
     assert widths is not None
     try:
@@ -113,6 +80,9 @@ def _check_model(source: str, case: Case, origin: _Origin) -> None:
         return
     n_in, n_out = shape
     path = origin.case_key("model", "widths")
+    if registry.dataset_inputs(case.dataset.name, case.dataset.params)["kind"] == "tokens":
+        raise _fail(source, origin.case_key("model"), f"dataset {case.dataset.name!r} gives token ids, which an "
+                    "MLP cannot read; use `family: transformer`")
     if widths[0] != n_in:
         raise _fail(source, path, f"the first width must be the {n_in} input features of {case.dataset.name}, "
                                   f"got {widths[0]}; use e.g. [{n_in}, 32, {n_out}]")
@@ -121,7 +91,26 @@ def _check_model(source: str, case: Case, origin: _Origin) -> None:
                                   f"got {widths[-1]}; use e.g. [{n_in}, 32, {n_out}]")
 
 
-def _check_memory(source: str, case: Case, origin: _Origin, ov: Overrides) -> None:
+def _check_family(source: str, case: Case, origin: Origin, ov: Overrides) -> None:
+    """A CNN, ResNet, transformer or factory model builds and has a site for each group; an MLP has a site
+    for each site group it names (docs/real-models.md)."""
+    groups = [(teleport_settings(case, opt, arm).group, origin.teleport_key(j, k, "group"))
+              for j, opt in enumerate(case.optimizers) for k, arm in enumerate(case.arms)
+              if arm.kind in ("teleport", "random-teleport")]
+    if case.model.kind == "mlp":
+        check_mlp_groups(source, case, groups)
+        return
+    info = resolve_model(source, case, origin.case_key, groups)
+    need = family_pair_bytes(info.parameters, info.activations_per_sample, len(case.arms), case.batch_size,
+                             case.eval_batch_size)
+    have = machine_bytes()
+    if have is not None and need > MAX_SHARE * have and not ov.allow_large:
+        raise _fail(source, origin.case_key("model"), f"one pair of {len(case.arms)} arms needs about "
+                    f"{describe_bytes(need)} ({info.parameters:,} parameters per model), more than half of this "
+                    f"machine's {describe_bytes(have)}; use a smaller model, or pass --allow-large to try")
+
+
+def _check_memory(source: str, case: Case, origin: Origin, ov: Overrides) -> None:
     """Refuse, before anything is allocated, a pair that would not fit in this machine's memory."""
     widths = case.model.widths
     assert widths is not None
@@ -136,7 +125,7 @@ def _check_memory(source: str, case: Case, origin: _Origin, ov: Overrides) -> No
                 f"half of this machine's {describe_bytes(have)}; use narrower layers, or pass --allow-large to try")
 
 
-def _label_optimizers(source: str, case: Case, origin: _Origin) -> None:
+def _label_optimizers(source: str, case: Case, origin: Origin) -> None:
     """Unlabelled optimizers are named after themselves, or name-lr<lr> when one name appears twice."""
     names = [o.name for o in case.optimizers]
     labelled = []
@@ -152,7 +141,7 @@ def _label_optimizers(source: str, case: Case, origin: _Origin) -> None:
         seen[str(opt.label)] = j
 
 
-def _check_optimizer_kwargs(source: str, case: Case, origin: _Origin) -> None:
+def _check_optimizer_kwargs(source: str, case: Case, origin: Origin) -> None:
     for j, opt in enumerate(case.optimizers):
         allowed = registry.optimizer_kwargs_allowed(opt.name)
         for key in opt.kwargs:
@@ -166,7 +155,7 @@ def _check_optimizer_kwargs(source: str, case: Case, origin: _Origin) -> None:
                             f"{opt.name} takes no argument {key!r}; {hint}allowed: {', '.join(allowed)}")
 
 
-def _check_arms(source: str, case: Case, origin: _Origin) -> None:
+def _check_arms(source: str, case: Case, origin: Origin) -> None:
     seen: dict[str, int] = {}
     for k, arm in enumerate(case.arms):
         if arm.name in seen:
@@ -187,7 +176,7 @@ def _check_objective_params(source: str, tp: TeleportConfig, key: str) -> None:
         raise _fail(source, key, f"{exc}".rstrip(".")) from None
 
 
-def _check_batches_and_groups(source: str, case: Case, origin: _Origin) -> None:
+def _check_batches_and_groups(source: str, case: Case, origin: Origin) -> None:
     """Batches must fit the training split; teleports must fit the group and the activation."""
     n_train = registry.dataset_train_size(case.dataset.name, case.dataset.params)
     if n_train is not None and case.batch_size > n_train:
@@ -205,7 +194,7 @@ def _check_batches_and_groups(source: str, case: Case, origin: _Origin) -> None:
                 continue
             tp = teleport_settings(case, opt, arm)
             _check_objective_params(source, tp, origin.teleport_key(j, k, "objective_params"))
-            fits = registry.GROUP_ACTIVATIONS.get(tp.group)
+            fits = registry.GROUP_ACTIVATIONS.get(tp.group) if case.model.kind == "mlp" else None
             if fits is not None and activation not in fits:
                 needs = f"{', '.join(fits[:-1])} or {fits[-1]}" if len(fits) > 1 else fits[0]
                 group_key = origin.teleport_key(j, k, "group")
@@ -215,7 +204,7 @@ def _check_batches_and_groups(source: str, case: Case, origin: _Origin) -> None:
                                 f"{tp.group!r}, which needs {needs}; change the activation or set teleport.group")
                 raise _fail(source, group_key, f"group {tp.group!r} needs a {needs} activation but "
                             f"{activation_key} is {activation!r}; change one of them")
-            if tp.group == "gl-data" and case.model.negative_slope <= 0:
+            if tp.group == "gl-data" and case.model.kind == "mlp" and case.model.negative_slope <= 0:
                 raise _fail(source, origin.case_key("model", "negative_slope"), "group 'gl-data' needs an "
                             "invertible activation, so a positive leaky_relu slope")
             if n_train is not None and tp.batch_size > n_train:
@@ -224,7 +213,7 @@ def _check_batches_and_groups(source: str, case: Case, origin: _Origin) -> None:
                             f"{case.dataset.name}; use at most {n_train}")
 
 
-def _check_target(source: str, case: Case, origin: _Origin, arms_option: bool) -> None:
+def _check_target(source: str, case: Case, origin: Origin, arms_option: bool) -> None:
     if case.target.value is None and not any(a.kind == "baseline" for a in case.arms):
         fix = "keep baseline in --arms" if arms_option else "add `baseline` to the arms"
         raise _fail(source, origin.case_key("target"), f"a baseline_final target needs a baseline arm; {fix} "
@@ -240,13 +229,7 @@ def _check_target(source: str, case: Case, origin: _Origin, arms_option: bool) -
                     "calibration seeds must be disjoint from `seeds`")
 
 
-def _note(notes: list[str], text: str) -> None:
-    """Settings inherited from defaults would repeat a note once per case; keep one."""
-    if text not in notes:
-        notes.append(text)
-
-
-def _resolve_devices(source: str, case: Case, origin: _Origin, notes: list[str]) -> None:
+def _resolve_devices(source: str, case: Case, origin: Origin, notes: list[str]) -> None:
     """`auto` becomes cuda or cpu (with a note); CUDA asked for where there is none is an error."""
     wanted = case.devices
     count = registry.cuda_device_count() if any(d != "cpu" for d in wanted) else 0
@@ -255,7 +238,7 @@ def _resolve_devices(source: str, case: Case, origin: _Origin, notes: list[str])
         if name == "auto":
             name = "cuda" if count else "cpu"
             if not count:
-                _note(notes, f"{origin.case_key('devices')}: auto runs on cpu, because no CUDA device is visible.")
+                note(notes, f"{origin.case_key('devices')}: auto runs on cpu, because no CUDA device is visible.")
         elif name.startswith("cuda"):
             index = int(name.partition(":")[2] or 0)
             if index >= count:
@@ -267,59 +250,9 @@ def _resolve_devices(source: str, case: Case, origin: _Origin, notes: list[str])
     case.devices = resolved
 
 
-def _note_schedules(case: Case, origin: _Origin, notes: list[str]) -> None:
-    if case.budget.steps is None:
-        return
-    for j, opt in enumerate(case.optimizers):
-        for k, arm in enumerate(case.arms):
-            if arm.kind == "baseline":
-                continue
-            schedule = teleport_settings(case, opt, arm).schedule
-            late = [s for s in schedule.at_steps or [] if s >= case.budget.steps]
-            if late:
-                _note(notes, f"{origin.teleport_key(j, k, 'schedule')}: steps {late} lie past the budget of "
-                      f"{case.budget.steps} steps and never happen.")
-
-
-def _note_no_ops(case: Case, origin: _Origin, notes: list[str]) -> None:
-    """A control that cannot differ from the baseline is worth running (it shows up as `identical`), but
-    the author should know before reading its row as evidence."""
-    for k, arm in enumerate(case.arms):
-        if arm.kind != "reset-only":
-            continue
-        for j, opt in enumerate(case.optimizers):
-            schedule = teleport_settings(case, opt, arm).schedule
-            if schedule.at_steps == [0] or schedule.at_epochs == [0]:
-                _note(notes, f"warning: {origin.teleport_key(j, k, 'schedule')}: reset-only resets only at step 0, "
-                      "before the optimizer has any state, so it does nothing; its trials will equal the "
-                      "baseline's (the suite still runs).")
-            elif not keeps_state(opt.name, opt.kwargs):
-                _note(notes, f"warning: {origin.case_key('arms', k)}: reset-only with {opt.label} does nothing, "
-                      f"because {opt.name} with momentum 0 keeps no optimizer state to reset; its trials will "
-                      "equal the baseline's (the suite still runs).")
-
-
-def _note_seed_counts(cases: list[Case], notes: list[str]) -> None:
-    """Say up front when no outcome could earn a verdict: the exact sign test needs a minimum of paired
-    seeds, and Holm's correction over the report's comparisons raises it for the strongest one."""
-    m = sum(len(c.optimizers) * len(c.devices) * sum(a.kind != "baseline" for a in c.arms) for c in cases)
-    if m == 0:
-        return
-    alone, first = min_pairs_for(ALPHA), min_pairs_for(ALPHA / m)
-    for case in cases:
-        n = len(case.seeds)
-        if n < alone:
-            _note(notes, f"warning: {case.name}: {n} paired seeds cannot support any verdict: the exact sign test "
-                  f"needs at least {alone} (and {first} for the strongest of this suite's {m} comparisons under "
-                  "Holm's correction); add seeds, or read its rows as `too few seeds`.")
-        elif n < first:
-            _note(notes, f"{case.name}: {n} paired seeds; under Holm's correction over this suite's {m} comparisons "
-                  f"even the strongest needs {first} seeds for a verdict.")
-
-
 def _resolve_case(source: str, doc: SuiteFile, index: int, ov: Overrides, notes: list[str],
                   check_devices: bool) -> Case:
-    origin = _Origin(doc, index)
+    origin = Origin(doc, index)
     merged = merge_models(doc.defaults, doc.cases[index], deep=("model", "teleport"))
     _apply_overrides(merged, ov, origin)
     for key in ("dataset", "model", "optimizers", "budget"):  # the settings with no built-in default
@@ -327,11 +260,13 @@ def _resolve_case(source: str, doc: SuiteFile, index: int, ov: Overrides, notes:
             raise _fail(source, f"cases[{index}].{key}", f"is missing; set `{key}` in the case or under defaults "
                         "(see docs/suite-format.md)")
     case = Case(**merged)
-    if case.model.widths is None:
+    mlp = case.model.kind == "mlp"
+    if mlp and case.model.widths is None:
         raise _fail(source, origin.case_key("model") + ".widths", "is missing; list the layer widths from the "
-                    "input features to the outputs, e.g. [64, 32, 10]")
-    _check_model(source, case, origin)
-    _check_memory(source, case, origin, ov)
+                    "input features to the outputs, e.g. [64, 32, 10], or name a `family` (cnn, resnet, transformer)")
+    if mlp:
+        _check_model(source, case, origin)
+        _check_memory(source, case, origin, ov)
     _label_optimizers(source, case, origin)
     _check_optimizer_kwargs(source, case, origin)
     _check_arms(source, case, origin)
@@ -339,10 +274,11 @@ def _resolve_case(source: str, doc: SuiteFile, index: int, ov: Overrides, notes:
         origin.arms = _select_arms(case, ov.arms)
     _check_target(source, case, origin, ov.arms is not None)
     _check_batches_and_groups(source, case, origin)
+    _check_family(source, case, origin, ov)
     if check_devices:
         _resolve_devices(source, case, origin, notes)
-    _note_schedules(case, origin, notes)
-    _note_no_ops(case, origin, notes)
+    note_schedules(case, origin, notes)
+    note_no_ops(case, origin, notes)
     return case
 
 
@@ -412,7 +348,7 @@ def resolve_suite(path: Path, raw: dict[str, Any], ov: Overrides, check_devices:
         first[case.name] = i
     if ov.cases is not None:
         cases = _select_cases(source, cases, ov.cases)
-    _note_seed_counts(cases, notes)
+    note_seed_counts(cases, notes)
     return Suite(name=doc.name, description=doc.description, defaults=doc.defaults, cases=cases,
                  executor=doc.executor, source=path, notes=notes, analysis=doc.analysis)
 

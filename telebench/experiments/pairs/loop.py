@@ -25,7 +25,7 @@ from telebench.training.clock import Clock, resolve_device
 from telebench.training.dataset_bundle import DatasetBundle
 from telebench.training.datasets import load_dataset
 from telebench.training.evaluation import evaluate, loss_fn_for
-from telebench.training.models import build_mlp
+from telebench.training.model_families import build_from_spec
 from telebench.training.optimizers import apply_state_policy, make_optimizer
 from telebench.training.step import optimizer_step
 
@@ -35,9 +35,6 @@ WARMUP_STEPS = 3
 # A training loss this many times its value at step 0 counts as diverged: training that multiplies its
 # starting loss tenfold has blown up (a finite 4e5 from lr 1e6 on digits must not count as "ok").
 DIVERGENCE_FACTOR = 10.0
-
-
-
 
 
 def teleport_steps(schedule: ScheduleSpec, steps_per_epoch: int, total_steps: int) -> set[int]:
@@ -65,7 +62,7 @@ def total_steps_for(spec: TrialSpec, steps_per_epoch: int) -> int:
 @dataclass
 class _ArmState:
     spec: TrialSpec
-    model: nn.Sequential
+    model: nn.Module
     optimizer: torch.optim.Optimizer
     stream: BatchStream
     tele_stream: BatchStream
@@ -100,6 +97,8 @@ class PairRunner:
         first = specs[0]
         self.device = resolve_device(first.device)
         self.data = (data or load_dataset(first.dataset, data_root)).to(self.device)
+        if first.model.inputs == "image":  # a CNN reads (N, C, H, W); the bundle keeps rows flat
+            self.data = self.data.as_images()
         self.loss_fn = loss_fn_for(self.data.task)
         self.progress = progress
         n_eval = min(TRAIN_EVAL_SIZE, len(self.data.x_train))
@@ -109,7 +108,7 @@ class PairRunner:
 
     # ---- set-up ---------------------------------------------------------------------------------
     def _new_arm(self, spec: TrialSpec, init_state: dict[str, torch.Tensor]) -> _ArmState:
-        model = build_mlp(spec.model, seed=spec.seed, device=self.device)
+        model = build_from_spec(spec.model, seed=spec.seed, device=self.device)
         model.load_state_dict(init_state)
         optimizer = make_optimizer(spec.optimizer, model.parameters())
         stream = BatchStream(self.data.x_train, self.data.y_train, spec.batch_size, seed=spec.seed)
@@ -124,7 +123,7 @@ class PairRunner:
             schedule = teleport_steps(spec.teleport.schedule, stream.steps_per_epoch, horizon)
         return _ArmState(spec, model, optimizer, stream, tele_stream, Clock(self.device), schedule, total)
 
-    def _warm_up(self, template: nn.Sequential, spec: TrialSpec) -> None:
+    def _warm_up(self, template: nn.Module, spec: TrialSpec) -> None:
         """A few throwaway steps on a copy, so allocator/kernel start-up costs hit no arm's clock."""
         model = copy.deepcopy(template)
         opt = make_optimizer(spec.optimizer, model.parameters())
@@ -163,8 +162,14 @@ class PairRunner:
         return True
 
     def _held_out_loss(self, arm: _ArmState) -> float:
-        with arm.clock.span("eval"), torch.no_grad():
-            return float(self.loss_fn(arm.model(self.held_out[0]), self.held_out[1]))
+        """In eval mode: BatchNorm then uses (and leaves) its running statistics, Dropout draws nothing."""
+        was_training = arm.model.training
+        arm.model.eval()
+        try:
+            with arm.clock.span("eval"), torch.no_grad():
+                return float(self.loss_fn(arm.model(self.held_out[0]), self.held_out[1]))
+        finally:
+            arm.model.train(was_training)
 
     # ---- training -------------------------------------------------------------------------------
     def _teleport(self, arm: _ArmState) -> None:
@@ -189,9 +194,7 @@ class PairRunner:
                 **tp.search_options(),
             )
             if record.accepted or tp.state_policy == "reset":
-                arm.optimizer = apply_state_policy(
-                    arm.optimizer, tp.state_policy, spec.optimizer, list(arm.model.parameters()), record.transforms
-                )
+                arm.optimizer = self._state_after(arm, record)
         ho_after = self._held_out_loss(arm)
         row = record.to_dict()
         row.update(
@@ -201,6 +204,21 @@ class PairRunner:
             held_out_relative_loss_change=abs(ho_after - ho_before) / max(abs(ho_before), 1e-12),
         )
         arm.teleports.append(row)
+
+    @staticmethod
+    def _state_after(arm: _ArmState, record: Any) -> torch.optim.Optimizer:
+        """The optimizer after a teleport: reset, kept, or transported (through the sites it moved along,
+        for a site teleport; through the MLP's layer elements otherwise)."""
+        from telebench.symmetry.sites.teleport import is_site_request
+        from telebench.symmetry.sites.transport import transport_site_state
+
+        spec, tp = arm.spec, arm.spec.teleport
+        assert tp is not None
+        if tp.state_policy == "transport" and is_site_request(arm.model, tp.group):
+            transport_site_state(arm.optimizer, arm.model, record.transforms)
+            return arm.optimizer
+        return apply_state_policy(arm.optimizer, tp.state_policy, spec.optimizer, list(arm.model.parameters()),
+                                  record.transforms)
 
     def _generator(self, arm: _ArmState) -> torch.Generator:
         """Seeded per (seed, step): random teleports and objective draws repeat exactly on a rerun,
@@ -240,7 +258,7 @@ class PairRunner:
 
     def run(self) -> list[dict[str, Any]]:
         first = self.specs[0]
-        template = build_mlp(first.model, seed=first.seed, device=self.device)
+        template = build_from_spec(first.model, seed=first.seed, device=self.device)
         init_state = {k: v.detach().clone() for k, v in template.state_dict().items()}
         self._warm_up(template, first)
         arms = [self._new_arm(spec, init_state) for spec in self.specs]

@@ -33,6 +33,14 @@ def pair_bytes(widths: Sequence[int], bias: bool, arms: int, batch: int, eval_ba
     return arms * (weights + activations) + group
 
 
+def family_pair_bytes(n_params: int, activations_per_sample: int, arms: int, batch: int, eval_batch: int) -> int:
+    """Estimated peak bytes of one pair of a CNN, ResNet, transformer or factory model, from one build:
+    its parameters and the numbers its modules output per input row (site groups are diagonal or per head)."""
+    weights = n_params * BYTES * COPIES
+    activations = max(batch, eval_batch) * activations_per_sample * BYTES * ACTIVATION_COPIES
+    return arms * (weights + activations)
+
+
 def machine_bytes() -> int | None:
     """Physical memory of this machine, or None where the OS does not say."""
     try:

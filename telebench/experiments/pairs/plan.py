@@ -6,10 +6,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from telebench.experiments.pairs.load import teleport_settings
+from telebench.experiments.pairs.models import model_spec
+from telebench.experiments.pairs.origin import teleport_settings
 from telebench.experiments.pairs.schema import ArmConfig, Case, OptimizerConfig, Suite
 from telebench.experiments.pairs.spec import TeleportSpec, TrialSpec
-from telebench.training.specs import DatasetSpec, ModelSpec, OptimizerSpec, freeze
+from telebench.training.specs import DatasetSpec, OptimizerSpec, freeze
 
 
 def expand(suite: Suite) -> list[TrialSpec]:
@@ -19,11 +20,8 @@ def expand(suite: Suite) -> list[TrialSpec]:
     """
     plan: list[TrialSpec] = []
     for case in suite.cases:
-        widths = case.model.widths
-        assert widths is not None
         dataset = DatasetSpec(name=case.dataset.name, params=freeze(case.dataset.params))
-        model = ModelSpec(widths=tuple(widths), activation=case.model.activation,
-                          negative_slope=case.model.negative_slope, bias=case.model.bias)
+        model = model_spec(case)
         for opt in case.optimizers:
             optimizer = OptimizerSpec(name=opt.name, lr=opt.lr, kwargs=freeze(opt.kwargs))
             baseline = next((arm for arm in case.arms if arm.kind == "baseline"), None)

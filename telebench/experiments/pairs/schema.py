@@ -28,15 +28,9 @@ from telebench.config.base import (
     distinct_seeds,
 )
 from telebench.experiments.pairs.spec import ARMS, BudgetSpec, ScheduleSpec, TargetSpec, TeleportSpec
-from telebench.training.specs import freeze
+from telebench.training.specs import MODEL_FAMILIES, freeze
 
 _SUITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-
-
-
-
 
 
 class ScheduleConfig(Strict):
@@ -109,8 +103,32 @@ class TeleportConfig(Strict):
         return check_name("objective", v, registry.objective_names())
 
 
+class TrainModelConfig(ModelConfig):
+    """An MLP (widths, activation, ...), a built-in family with its constructor's `kwargs`, or a user's own
+    model: `factory: "package.module:function"` called with `kwargs` (docs/real-models.md)."""
 
+    family: str = "mlp"
+    factory: str | None = Field(default=None, min_length=3)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    inputs: Literal["flat", "image", "tokens"] | None = None  # None: the family's own (mlp flat, cnn image, ...)
 
+    @field_validator("family")
+    @classmethod
+    def _family(cls, v: str) -> str:
+        return check_name("model family", v, tuple(f for f in MODEL_FAMILIES if f != "factory"))
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> TrainModelConfig:
+        if self.factory is not None and "family" in self.model_fields_set:
+            raise ValueError("give either `family` or `factory`, not both")
+        if self.factory is not None and ":" not in self.factory:
+            raise ValueError(f"factory {self.factory!r} must read 'package.module:function'")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """The family in effect: `factory` for a user's model."""
+        return "factory" if self.factory is not None else self.family
 
 
 class OptimizerConfig(Strict):
@@ -206,7 +224,7 @@ class CaseConfig(Strict):
     """Everything a case may set; `defaults` holds the same keys. None means: must come from the other."""
 
     dataset: DatasetConfig | None = None
-    model: ModelConfig | None = None
+    model: TrainModelConfig | None = None
     optimizers: list[OptimizerConfig] | None = Field(default=None, min_length=1)
     seeds: list[NonNegInt] = Field(default_factory=lambda: [0], min_length=1)
     # baseline-only runs that set a derived (baseline_final) target and are never compared
@@ -276,7 +294,7 @@ class Case(Strict):
 
     name: str
     dataset: DatasetConfig
-    model: ModelConfig
+    model: TrainModelConfig
     optimizers: list[OptimizerConfig]
     seeds: list[int]
     calibration_seeds: list[int]

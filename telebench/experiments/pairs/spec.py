@@ -18,16 +18,6 @@ BUDGET_KINDS = ("steps", "epochs", "seconds")
 SCHEDULE_KINDS = ("at_steps", "at_epochs", "every", "first_minibatches")
 
 
-
-
-
-
-
-
-
-
-
-
 @dataclass(frozen=True)
 class ScheduleSpec:
     """When teleports happen. Steps count optimizer steps from 0; epochs count from 0."""
@@ -93,6 +83,7 @@ ROLES = ("compared", "calibration")
 # Fields a trial spec gained after results were first written: they enter the id only when set to
 # something else than their default, so every trial of an older output folder keeps its id and resumes.
 _HASHED_UNLESS_DEFAULT: dict[str, Any] = {"role": "compared"}
+_MODEL_HASHED_UNLESS_DEFAULT: dict[str, Any] = {"family": "mlp", "kwargs": (), "inputs": "flat"}
 
 
 @dataclass(frozen=True)
@@ -137,6 +128,9 @@ class TrialSpec:
         for name, default in _HASHED_UNLESS_DEFAULT.items():  # fields added later: old ids stay valid
             if fields[name] == default:
                 del fields[name]
+        for name, default in _MODEL_HASHED_UNLESS_DEFAULT.items():  # model families came after MLPs
+            if fields["model"][name] == default:
+                del fields["model"][name]
         blob = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from rich import box
 from rich.console import Console
@@ -115,3 +116,21 @@ def render_plan(suite: Suite, plan: Sequence[TrialSpec], console: Console) -> No
         cells = [row[c] if c != "case" or new_case else "" for c in columns]
         table.add_row(*(escape(c) for c in cells), end_section=last_of_case)
     console.print(table)
+    _print_models(plan, console)
+
+
+def _print_models(plan: Sequence[TrialSpec], console: Console) -> None:
+    """Per case: the model, its size, and the exact sites and group dimension each teleport group acts on
+    (only for CNNs, ResNets, transformers, factory models, and MLPs on a site group)."""
+    from telebench.experiments.pairs.models import SITE_GROUPS, describe_model
+
+    groups: dict[tuple[str, Any, Any], list[str]] = {}
+    for spec in plan:
+        entry = groups.setdefault((spec.case, spec.model, spec.dataset), [])
+        if spec.teleport is not None and spec.arm_kind in ("teleport", "random-teleport") \
+                and spec.teleport.group not in entry:
+            entry.append(spec.teleport.group)
+    for (case, model, dataset), names in groups.items():
+        if model.is_mlp and not any(g in SITE_GROUPS for g in names):
+            continue
+        console.print(f"{escape(case)}: {escape(describe_model(model, dataset, tuple(names)))}", highlight=False)
