@@ -8,7 +8,8 @@ Modules, one job each: ``architecture`` reads the nn.Sequential; ``groups`` hold
 and ``losses`` the hand-written gradient and Hessian-vector passes; ``search`` the K-step search
 (``covariant`` its exact-group paths, ``gl_search`` and ``gl_kernel`` the fused gl-data step,
 ``factors`` the vector, dense and low-rank shapes of its per-step factors, ``search_types`` its
-options and outcome); ``teleport`` the checked, in-place move and its record, ``acceptance`` the
+options and outcome); ``teleport`` the checked, in-place move and its record (``arguments`` checks
+its arguments first), ``acceptance`` the
 rule it applies; ``phases`` the profiler labels; ``linalg`` a matrix exponential, its φ
 companion and a least-squares solver; ``sites`` the exact symmetries of any
 torch.fx-traceable model (CNNs, residual nets, transformers: ``find_symmetries``), on which

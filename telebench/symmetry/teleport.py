@@ -21,15 +21,13 @@ from torch import Tensor, nn
 from telebench.symmetry import phases
 from telebench.symmetry.acceptance import Acceptance, check_bound, relative_weight_change
 from telebench.symmetry.architecture import Architecture, Params
+from telebench.symmetry.arguments import check_teleport
 from telebench.symmetry.group_registry import check_model, get_group
-from telebench.symmetry.groups import PARAMETRIZATIONS, Group
+from telebench.symmetry.groups import Group
 from telebench.symmetry.objectives.base import Objective
 from telebench.symmetry.objectives.registry import get_objective
 from telebench.symmetry.problem import LossFn, Problem
 from telebench.symmetry.search import Outcome, SearchOptions, norm, random_element, search
-
-DIRECTIONS = ("increase", "decrease")
-MODES = ("optimize", "random")
 
 
 class LayerTransform:
@@ -143,19 +141,6 @@ class TeleportRecord:
     def to_dict(self) -> dict[str, Any]:
         """Every field except the transforms' tensors: plain JSON-able numbers and strings."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "transforms"}
-
-
-def _validate(settings: SearchOptions, mode: str) -> None:
-    if settings.direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, got {settings.direction!r}.")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
-    if settings.parametrization not in PARAMETRIZATIONS:
-        raise ValueError(f"parametrization must be one of {PARAMETRIZATIONS}, got {settings.parametrization!r}.")
-    if not isinstance(settings.steps, int) or settings.steps < 0:
-        raise ValueError(f"steps must be a non-negative integer, got {settings.steps!r}.")
-    if not (settings.lr > 0 and math.isfinite(settings.lr)):
-        raise ValueError(f"lr must be a positive finite number, got {settings.lr!r}.")
 
 
 def _sync(device: torch.device) -> None:
@@ -300,22 +285,53 @@ def teleport(
     with ``held_out=(x, y)`` and ``held_out_tolerance``, relative loss change on the held-out batch
     within that. Otherwise the weights stay bit for bit as they were, ``accepted`` is False and
     ``rejection`` names the failed check. ``held_out`` alone measures the held-out loss before and
-    after without judging it. All of it runs on the teleport's clock (``seconds``). Raises
-    SymmetryError if the group cannot act on the model, ValueError for a bad option.
+    after without judging it. All of it runs on the teleport's clock (``seconds``).
+
+    Every argument is checked first (:mod:`telebench.symmetry.arguments`), and nothing is written
+    when a check fails. ValueError, one sentence naming the argument: an option of the wrong type or
+    range; an empty batch; for an MLP, ``inputs`` that are not floating point or not ``(batch,
+    in_features)``; ``targets`` without one row per input, or class indices that are not int64 in
+    ``[0, n_classes)`` for cross-entropy; NaN or inf in the weights, inputs or floating targets; a
+    batch on another device than the model, or one the model cannot run on. SymmetryError (a
+    ValueError): the group cannot act on the model, or its weights are not all float32 or all
+    float64 on one device.
     """
     settings = SearchOptions(steps, lr, direction, normalize_step, cap, parametrization)
-    _validate(settings, mode)
     from telebench.symmetry.sites.teleport import (  # any torch.fx-traceable model
         is_site_request,
         teleport_sites,
     )
 
-    if is_site_request(model, group):  # not an MLP nn.Sequential, or a site group: docs/real-models.md
+    site = is_site_request(model, group)
+    check_teleport(model, inputs, targets, loss_fn, held_out, settings, mode, site, tolerance=tolerance,
+                   max_weight_change=max_weight_change, held_out_tolerance=held_out_tolerance,
+                   random_scale=random_scale)
+    if site:  # not an MLP nn.Sequential, or a site group: docs/real-models.md
         if max_weight_change is not None or held_out_tolerance is not None:
             raise ValueError("max_weight_change and held_out_tolerance apply to MLP teleports only, not to site groups.")
         fields_, moves = teleport_sites(model, inputs, targets, loss_fn, group, objective, settings, mode, tolerance,
                                         held_out, generator, objective_kwargs, random_scale)
         return TeleportRecord(**fields_, transforms=[LayerTransform(*m) for m in moves])
+    return _teleport_mlp(model, inputs, targets, loss_fn, group, objective, settings, mode, generator,
+                         objective_kwargs, random_scale, held_out,
+                         _Limits(tolerance, max_weight_change, held_out_tolerance))
+
+
+@dataclass(frozen=True)
+class _Limits:
+    tolerance: float | None
+    max_weight_change: float | None
+    held_out_tolerance: float | None
+
+
+def _teleport_mlp(model: nn.Module, inputs: Tensor, targets: Tensor, loss_fn: LossFn, group: str | Group,
+                  objective: str | Objective, settings: SearchOptions, mode: str, generator: torch.Generator | None,
+                  objective_kwargs: dict[str, Any] | None, random_scale: float | None,
+                  held_out: tuple[Tensor, Tensor] | None, limits: _Limits) -> TeleportRecord:
+    """The MLP path of :func:`teleport`: search, check against the acceptance rule, write, record."""
+    direction = settings.direction
+    tolerance, max_weight_change, held_out_tolerance = limits.tolerance, limits.max_weight_change, \
+        limits.held_out_tolerance
     grp = get_group(group)
     arch = check_model(model, grp)
     obj = get_objective(objective, **(objective_kwargs or {}))

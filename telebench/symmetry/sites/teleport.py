@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from telebench.symmetry.acceptance import Acceptance, check_bound
 from telebench.symmetry.architecture import SymmetryError, parse
+from telebench.symmetry.arguments import class_index_loss, forward_failure
 from telebench.symmetry.objectives.base import Objective
 from telebench.symmetry.objectives.registry import get_objective
 from telebench.symmetry.search import SearchOptions
@@ -135,7 +136,13 @@ def teleport_sites(
     if like is None:
         raise SymmetryError(f"{type(model).__name__} has no floating-point parameters to teleport.")
     args = tuple(_prepare(a, like) for a in as_args(inputs))
-    found = cached_sites(model, args, name)
+    try:
+        found = cached_sites(model, args, name)
+    except SymmetryError as exc:  # untraceable model, or a batch the model cannot take at all: tell which
+        bad_batch = forward_failure(model, args)
+        if bad_batch is not None:
+            raise bad_batch from exc
+        raise
     if not found.sites:
         raise _no_sites(model, found)
     sites = list(found.sites)
@@ -146,10 +153,16 @@ def teleport_sites(
     held_before = None if held is None else float(held.loss())
     _sync(like.device)
     start = time.perf_counter()
-    if mode == "optimize":
-        outcome = search_sites(batch, sites, obj, settings)
-    else:
-        outcome = random_sites(batch, sites, obj, settings, random_scale, generator)
+    try:
+        if mode == "optimize":
+            outcome = search_sites(batch, sites, obj, settings)
+        else:
+            outcome = random_sites(batch, sites, obj, settings, random_scale, generator)
+    except IndexError as exc:  # on CPU, cross-entropy's "Target 12 is out of bounds": n_classes is the output's
+        if class_index_loss(loss_fn) is None:
+            raise
+        raise ValueError(f"targets must be class indices in [0, n_classes) of the model's output, but the loss "
+                         f"raised IndexError: {exc}") from exc
     check = _check(model, batch, sites, obj, outcome, tol)
     _sync(like.device)
     seconds = time.perf_counter() - start
