@@ -80,8 +80,9 @@ def scatter(case: dict[str, Any], label: str, out_dir: Path) -> str:
     title = ", ".join(
         f"{m.capitalize()} r = {_fmt(found[m]['r'])} {_ci(found[m])}" for m in METHODS if m in found
     )
-    ax.set_title(f"{case['name']}: {label}\n{title}", fontsize=8.5)
-    ax.set_xlabel(label)
+    what = _titles(case).get(label, label)
+    ax.set_title(f"{case['name']}: {label}, {what}\n{title}", fontsize=8.5)
+    ax.set_xlabel(f"{label}: {what}")
     ax.set_ylabel("validation loss")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -93,6 +94,80 @@ def scatter(case: dict[str, Any], label: str, out_dir: Path) -> str:
 def _name(results: dict[str, Any]) -> str:
     """The study's name: `suite` in the one results schema (telebench.results/2), `study` before it."""
     return str(results.get("suite") or results.get("study"))
+
+
+def metric_title(options: dict[str, Any] | None) -> str:
+    """What a metric measures, from its options in a case's `config.metrics` (older files have them too),
+    so that telebench's curvature and the reference code's ψ are never mistaken for each other."""
+    opts = options or {}
+    kind = opts.get("metric")
+    if kind == "curvature_reference":
+        return "curvature (reference code's ψ)"
+    if kind == "curvature":
+        return f"curvature (ours: telebench's {opts.get('group', 'rescale')} orbit curvature)"
+    if kind == "sharpness":
+        return f"sharpness ({opts.get('directions', 'isotropic')})"
+    return str(kind or "metric")
+
+
+def _titles(case: dict[str, Any]) -> dict[str, str]:
+    return {label: metric_title(opts) for label, opts in case["config"].get("metrics", {}).items()}
+
+
+def _median_values(case: dict[str, Any]) -> list[str]:
+    """The metrics' medians over the networks, and how ours compares with the reference's ψ when both are there."""
+    ok = [n for n in case["networks"] if n["status"] == "ok"]
+    medians = {}
+    for label in case["config"].get("metrics", {}):
+        values = np.array([n["metrics"].get(label, np.nan) for n in ok], dtype=float)
+        if np.isfinite(values).any():
+            medians[label] = float(np.nanmedian(values))
+    if not medians:
+        return []
+    lines = ["Median over the networks: " + "; ".join(f"`{k}` {v:.4g}" for k, v in medians.items()) + "."]
+    kinds = {label: opts.get("metric") for label, opts in case["config"]["metrics"].items()}
+    refs = [k for k in medians if kinds[k] == "curvature_reference" and medians[k] > 0]
+    ours = [k for k in medians if kinds[k] == "curvature"]
+    if refs and ours:
+        lines.append("Ours and the reference code's ψ are different quantities; ratio of the medians: " + "; ".join(
+            f"`{o}` / `{refs[0]}` = {medians[o] / medians[refs[0]]:.3g}" for o in ours) + ".")
+    return lines
+
+
+def _case_section(case: dict[str, Any], plots: dict[tuple[str, str], str]) -> list[str]:
+    cfg = case["config"]
+    ok = [n for n in case["networks"] if n["status"] == "ok"]
+    lines = [f"## {case['name']}", ""]
+    lines.append(
+        f"{len(case['networks'])} networks ({case['diverged']} diverged), {cfg['dataset']['name']} "
+        f"{'-'.join(map(str, cfg['model']['widths']))} {cfg['model']['activation']}, "
+        f"{cfg['optimizer']['name']} lr {cfg['optimizer']['lr']:g}, batch {cfg['batch_size']}, "
+        f"budget {cfg['budget']}, metrics measured on {cfg['measure_batch']} training samples."
+    )
+    if ok:
+        val = np.array([n["val_loss"] for n in ok])
+        lines.append(f"Validation loss over the networks: median {np.median(val):.4f}, "
+                     f"range {val.min():.4f} to {val.max():.4f}.")
+    titles = _titles(case)
+    lines += ["", "| metric | what it measures | against | Pearson r [95 % CI] | p | Spearman ρ [95 % CI] | p "
+              "| verdict (Spearman) |", "|---|---|---|---|---|---|---|---|"]
+    by_key: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for c in case["correlations"]:
+        by_key.setdefault((c["metric"], c["target"]), {})[c["method"]] = c
+    for (metric, target), methods in by_key.items():
+        pe, sp = methods["pearson"], methods["spearman"]
+        lines.append(f"| {metric} | {titles.get(metric, metric)} | {TARGETS[target]} | {_fmt(pe['r'])} {_ci(pe)} | "
+                     f"{_p(pe['p_value'])} | {_fmt(sp['r'])} {_ci(sp)} | {_p(sp['p_value'])} | {sp['verdict']} |")
+    lines += ["", *_median_values(case), ""]
+    lines.append("Metric options: " + "; ".join(
+        f"`{label}`: " + ", ".join(f"{k}={v}" for k, v in opts.items()) for label, opts in cfg["metrics"].items()
+    ) + ".")
+    lines.append("")
+    for label in cfg["metrics"]:
+        if (case["name"], label) in plots:
+            lines.append(f"![{case['name']} {label}]({plots[(case['name'], label)]})")
+    lines.append("")
+    return lines
 
 
 def render_markdown(results: dict[str, Any], plots: dict[tuple[str, str], str]) -> str:
@@ -114,39 +189,14 @@ def render_markdown(results: dict[str, Any], plots: dict[tuple[str, str], str]) 
         "95 % paired-bootstrap percentile interval (4000 resamples of the networks); p tests r = 0. A verdict "
         "is *positive* or *negative* only when the interval excludes 0.",
         "",
+        "\"curvature (ours)\" is telebench's curvature of the orbit exp(tM)·w under the named group; \"curvature "
+        "(reference code's ψ)\" is the quantity the paper's correlation.py computed (another action, other "
+        "directions, no cross terms; `telebench.symmetry.objectives.curvature_reference`). They are different "
+        "numbers, correlated separately.",
+        "",
     ]
     for case in results["cases"]:
-        cfg = case["config"]
-        ok = [n for n in case["networks"] if n["status"] == "ok"]
-        lines += [f"## {case['name']}", ""]
-        lines.append(
-            f"{len(case['networks'])} networks ({case['diverged']} diverged), {cfg['dataset']['name']} "
-            f"{'-'.join(map(str, cfg['model']['widths']))} {cfg['model']['activation']}, "
-            f"{cfg['optimizer']['name']} lr {cfg['optimizer']['lr']:g}, batch {cfg['batch_size']}, "
-            f"budget {cfg['budget']}, metrics measured on {cfg['measure_batch']} training samples."
-        )
-        if ok:
-            val = np.array([n["val_loss"] for n in ok])
-            lines.append(f"Validation loss over the networks: median {np.median(val):.4f}, "
-                         f"range {val.min():.4f} to {val.max():.4f}.")
-        lines += ["", "| metric | against | Pearson r [95 % CI] | p | Spearman ρ [95 % CI] | p | verdict (Spearman) |",
-                  "|---|---|---|---|---|---|---|"]
-        by_key: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
-        for c in case["correlations"]:
-            by_key.setdefault((c["metric"], c["target"]), {})[c["method"]] = c
-        for (metric, target), methods in by_key.items():
-            pe, sp = methods["pearson"], methods["spearman"]
-            lines.append(f"| {metric} | {TARGETS[target]} | {_fmt(pe['r'])} {_ci(pe)} | {_p(pe['p_value'])} | "
-                         f"{_fmt(sp['r'])} {_ci(sp)} | {_p(sp['p_value'])} | {sp['verdict']} |")
-        lines.append("")
-        lines.append("Metric options: " + "; ".join(
-            f"`{label}`: " + ", ".join(f"{k}={v}" for k, v in opts.items()) for label, opts in cfg["metrics"].items()
-        ) + ".")
-        lines.append("")
-        for label in cfg["metrics"]:
-            if (case["name"], label) in plots:
-                lines.append(f"![{case['name']} {label}]({plots[(case['name'], label)]})")
-        lines.append("")
+        lines += _case_section(case, plots)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -160,15 +210,16 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
 
 def render_terminal(results: dict[str, Any], console: Console) -> None:
     table = Table(title=f"correlation with validation loss: {_name(results)}")
-    for column in ("case", "metric", "Pearson r [95% CI]", "Spearman ρ [95% CI]", "verdict"):
+    for column in ("case", "metric", "what it measures", "Pearson r [95% CI]", "Spearman ρ [95% CI]", "verdict"):
         table.add_column(column)
     for case in results["cases"]:
+        titles = _titles(case)
         for c in case["correlations"]:
             if c["target"] != "val_loss" or c["method"] != "spearman":
                 continue
             pearson = next(p for p in case["correlations"]
                            if p["metric"] == c["metric"] and p["target"] == "val_loss" and p["method"] == "pearson")
-            table.add_row(case["name"], c["metric"], f"{_fmt(pearson['r'])} {_ci(pearson)}",
+            table.add_row(case["name"], c["metric"], titles.get(c["metric"], c["metric"]), f"{_fmt(pearson['r'])} {_ci(pearson)}",
                           f"{_fmt(c['r'])} {_ci(c)}", c["verdict"])
     console.print(table)
 

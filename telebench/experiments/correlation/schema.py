@@ -19,6 +19,7 @@ from telebench.config import registry
 from telebench.config.base import DatasetConfig, ModelConfig, NonNegInt, PosFloat, PosInt, Strict, check_name
 from telebench.config.errors import validation_error
 from telebench.errors import UserError
+from telebench.symmetry.objectives.curvature_reference import REFERENCE_BATCH, REFERENCE_DRAWS
 from telebench.symmetry.objectives.sharpness import DIRECTIONS
 from telebench.training.specs import DatasetSpec, ModelSpec, OptimizerSpec, Params, freeze
 
@@ -41,7 +42,8 @@ class SharpnessMetric(Strict):
 
 
 class CurvatureMetric(Strict):
-    """Curvature of the level-set curve exp(tM)·w (telebench.symmetry.objectives.curvature.curvature)."""
+    """telebench's curvature of the orbit exp(tM)·w under ``group`` (telebench.symmetry.objectives.curvature);
+    not the reference code's ψ, which is `curvature_reference`."""
 
     metric: Literal["curvature"]
     group: str = "rescale"
@@ -54,7 +56,20 @@ class CurvatureMetric(Strict):
         return check_name("group", v, registry.group_names())
 
 
-Metric = Annotated[SharpnessMetric | CurvatureMetric, Field(discriminator="metric")]
+class CurvatureReferenceMetric(Strict):
+    """The reference code's curvature ψ (telebench.symmetry.objectives.curvature_reference): its own action,
+    directions and batches of ``batch_size`` rows, averaged over ``n_draws`` (M, batch) draws."""
+
+    metric: Literal["curvature_reference"]
+    n_draws: PosInt = REFERENCE_DRAWS
+    batch_size: PosInt = REFERENCE_BATCH
+    seed: NonNegInt = 0
+
+
+# Activations under which ψ is defined: invertible and piecewise linear (it divides by σ′, takes σ″ = 0).
+REFERENCE_ACTIVATIONS = ("leaky_relu", "identity", "linear")
+
+Metric = Annotated[SharpnessMetric | CurvatureMetric | CurvatureReferenceMetric, Field(discriminator="metric")]
 
 
 class StudyOptimizerConfig(Strict):
@@ -108,7 +123,7 @@ class MetricSpec:
     """One measurement: a label for reports, the metric's kind and its options."""
 
     label: str
-    kind: str  # sharpness | curvature
+    kind: str  # sharpness | curvature | curvature_reference
     params: Params
 
     def options(self) -> dict[str, Any]:
@@ -187,6 +202,21 @@ def _where(key: str, case: CaseInput, index: int) -> str:
     return f"cases[{index}].{key}" if key in case.model_fields_set else f"defaults.{key}"
 
 
+def _metric(source: str, where: str, label: str, metric: SharpnessMetric | CurvatureMetric | CurvatureReferenceMetric,
+            model: ModelConfig) -> MetricSpec:
+    """A metric's spec, once it is known to be defined on the case's network."""
+    if isinstance(metric, CurvatureMetric):
+        fits = registry.GROUP_ACTIVATIONS.get(metric.group)
+        if fits is not None and model.activation not in fits:
+            raise _fail(source, f"{where}.group", f"group {metric.group!r} does not preserve a {model.activation} "
+                        f"network; use it with {', '.join(fits)}")
+    if isinstance(metric, CurvatureReferenceMetric) and (
+            model.activation not in REFERENCE_ACTIVATIONS or (model.activation == "leaky_relu" and model.negative_slope <= 0)):
+        raise _fail(source, f"{where}.metric", "curvature_reference needs an invertible, piecewise-linear activation "
+                    f"({', '.join(REFERENCE_ACTIVATIONS)}, with a positive slope), not {model.activation}")
+    return MetricSpec(label, metric.metric, freeze(metric.model_dump(exclude={"metric"})))
+
+
 def _resolve(source: str, defaults: StudyCaseConfig, case: CaseInput, index: int, networks: int | None) -> StudyCase:
     merged = _merge(defaults, case)
     for key in ("dataset", "model", "optimizer", "budget", "metrics"):
@@ -209,16 +239,8 @@ def _resolve(source: str, defaults: StudyCaseConfig, case: CaseInput, index: int
         if n_train is not None and value > n_train:
             raise _fail(source, _where(key, case, index),
                         f"{value} is larger than the {n_train} training samples of {dataset.name}; use at most {n_train}")
-    metrics = []
-    for label, metric in merged["metrics"].items():
-        params = metric.model_dump(exclude={"metric"})
-        if isinstance(metric, CurvatureMetric):
-            fits = registry.GROUP_ACTIVATIONS.get(metric.group)
-            if fits is not None and model.activation not in fits:
-                raise _fail(source, _where("metrics", case, index) + f".{label}.group",
-                            f"group {metric.group!r} does not preserve a {model.activation} network; "
-                            f"use it with {', '.join(fits)}")
-        metrics.append(MetricSpec(label, metric.metric, freeze(params)))
+    where = _where("metrics", case, index)
+    metrics = [_metric(source, f"{where}.{label}", label, metric, model) for label, metric in merged["metrics"].items()]
     count = networks if networks is not None else merged.get("networks", 30)
     if count < MIN_NETWORKS:
         raise _fail(source, _where("networks", case, index),

@@ -17,6 +17,7 @@ import torch
 
 from telebench.experiments.correlation.schema import MetricSpec, StudyCase
 from telebench.symmetry.objectives.curvature import curvature
+from telebench.symmetry.objectives.curvature_reference import curvature_reference
 from telebench.symmetry.objectives.sharpness import sharpness
 from telebench.training.batches import BatchStream
 from telebench.training.clock import Clock
@@ -79,6 +80,8 @@ def measure(model: torch.nn.Sequential, data: DatasetBundle, metric: MetricSpec,
     if metric.kind == "sharpness":
         by_radius = sharpness(model, x, y, loss_fn_for(data.task), **options)
         return sum(by_radius.values()) / len(by_radius), {f"{r:g}": v for r, v in by_radius.items()}
+    if metric.kind == "curvature_reference":
+        return curvature_reference(model, x, y, **options), {}
     return curvature(model, x, y, **options), {}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.markup import escape
 
+from telebench.experiments.correlation.report import metric_title
 from telebench.experiments.correlation.schema import Study
 
 
@@ -19,8 +20,9 @@ def render_study(study: Study, console: Console, *, plan: bool) -> None:
         return
     for case in study.cases:
         widths = "-".join(map(str, case.model.widths or ()))
+        metrics = "; ".join(f"{m.label} = {metric_title({'metric': m.kind, **m.options()})}" for m in case.metrics)
         console.print(
             f"  {escape(case.name)}: {case.networks} × {case.dataset.name} {widths} {case.optimizer.name} "
-            f"lr {case.optimizer.lr}, {case.budget_value:g} {case.budget_kind}",
+            f"lr {case.optimizer.lr}, {case.budget_value:g} {case.budget_kind}; metrics: {escape(metrics)}",
             highlight=False,
         )

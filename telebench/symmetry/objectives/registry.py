@@ -6,10 +6,11 @@ from typing import Any
 
 from telebench.symmetry.objectives.base import Objective
 from telebench.symmetry.objectives.curvature import Curvature
+from telebench.symmetry.objectives.curvature_reference import CurvatureReference
 from telebench.symmetry.objectives.grad_norm import GradNorm
 from telebench.symmetry.objectives.sharpness import Sharpness
 
-OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (GradNorm, Sharpness, Curvature)}
+OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (GradNorm, Sharpness, Curvature, CurvatureReference)}
 
 
 def get_objective(objective: str | Objective, **kwargs: Any) -> Objective:
