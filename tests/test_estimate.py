@@ -152,3 +152,15 @@ def test_list_shows_the_probed_estimate(tmp_path: Path, monkeypatch: pytest.Monk
     render_plan(suite, expand(suite), console)
     title = next(line for line in console.file.getvalue().splitlines() if line.startswith("t: "))  # type: ignore[attr-defined]
     assert "rough time" in title and "probe of this machine" in title and "±3×" not in title
+
+
+def test_out_of_probe_time_another_optimizer_borrows_the_same_models_step(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = [t for t in plan_of(tmp_path) if t.case == "digits"]
+    monkeypatch.setattr(estimate, "PROBE_BUDGET_S", 0.0)  # every key after the first is out of time
+    probed = probe_plan(plan)
+    sgd = next(t for t in plan if t.optimizer_label == "sgd")
+    adam = next(t for t in plan if t.optimizer_label == "adam")
+    assert "digits" not in probed.failed
+    assert probed.costs[cost_key(adam)] is probed.costs[cost_key(sgd)]
+    assert estimate_plan(plan, startup_s=0.0).probed
