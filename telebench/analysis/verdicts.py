@@ -177,6 +177,12 @@ def noop_reason(arm_trials: Sequence[Trial]) -> str:
         if moved and all(isinstance(m, (int, float)) and m == 0 for m in moved):
             return "its accepted teleports did not move the weights"
         return "its teleports changed nothing that the evaluations can see"
+    if kind == "lr-bump":
+        if not records:
+            return "lr-bump arm with no bump inside its budget (check its schedule)"
+        if all(r.get("lr_factor") == 1 for r in records):
+            return "every lr factor was 1 (its measured teleports were rejected), so it only restarted the optimizer"
+        return "its lr bumps changed nothing that the evaluations can see"
     return "its trajectories equal the baseline's bit for bit"
 
 

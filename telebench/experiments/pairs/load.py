@@ -21,6 +21,7 @@ from telebench.config.errors import validation_error
 from telebench.config.merge import merge_models
 from telebench.config.overrides import Overrides, read_suite
 from telebench.errors import UserError
+from telebench.experiments.pairs.comparisons import check_comparisons
 from telebench.experiments.pairs.memory import (
     DENSE_GROUPS,
     MAX_SHARE,
@@ -31,7 +32,13 @@ from telebench.experiments.pairs.memory import (
     parameters,
 )
 from telebench.experiments.pairs.models import check_mlp_groups, resolve_model
-from telebench.experiments.pairs.notes import note, note_no_ops, note_schedules, note_seed_counts
+from telebench.experiments.pairs.notes import (
+    note,
+    note_lr_bumps,
+    note_no_ops,
+    note_schedules,
+    note_seed_counts,
+)
 from telebench.experiments.pairs.origin import Origin, teleport_settings
 from telebench.experiments.pairs.schema import (
     ArmConfig,
@@ -41,7 +48,7 @@ from telebench.experiments.pairs.schema import (
     SuiteFile,
     TeleportConfig,
 )
-from telebench.experiments.pairs.spec import ARMS
+from telebench.experiments.pairs.spec import ARMS, TELEPORTING_ARMS
 from telebench.training.step import budget_steps
 
 __all__ = ["Suite", "Case", "load_suite", "teleport_settings"]
@@ -96,7 +103,7 @@ def _check_family(source: str, case: Case, origin: Origin, ov: Overrides) -> Non
     for each site group it names (docs/real-models.md)."""
     groups = [(teleport_settings(case, opt, arm).group, origin.teleport_key(j, k, "group"))
               for j, opt in enumerate(case.optimizers) for k, arm in enumerate(case.arms)
-              if arm.kind in ("teleport", "random-teleport")]
+              if arm.kind in TELEPORTING_ARMS]
     if case.model.kind == "mlp":
         check_mlp_groups(source, case, groups)
         return
@@ -115,7 +122,7 @@ def _check_memory(source: str, case: Case, origin: Origin, ov: Overrides) -> Non
     widths = case.model.widths
     assert widths is not None
     dense = any(teleport_settings(case, opt, arm).group in DENSE_GROUPS for opt in case.optimizers
-                for arm in case.arms if arm.kind in ("teleport", "random-teleport"))
+                for arm in case.arms if arm.kind in TELEPORTING_ARMS)
     need = pair_bytes(widths, case.model.bias, len(case.arms), case.batch_size, case.eval_batch_size, dense)
     have = machine_bytes()
     if have is None or need <= MAX_SHARE * have or ov.allow_large:
@@ -190,7 +197,7 @@ def _check_batches_and_groups(source: str, case: Case, origin: Origin) -> None:
     activation = case.model.activation
     for j, opt in enumerate(case.optimizers):
         for k, arm in enumerate(case.arms):
-            if arm.kind not in ("teleport", "random-teleport"):
+            if arm.kind not in TELEPORTING_ARMS:
                 continue
             tp = teleport_settings(case, opt, arm)
             _check_objective_params(source, tp, origin.teleport_key(j, k, "objective_params"))
@@ -211,6 +218,28 @@ def _check_batches_and_groups(source: str, case: Case, origin: Origin) -> None:
                 raise _fail(source, origin.teleport_key(j, k, "batch_size"),
                             f"teleport batch {tp.batch_size} is larger than the {n_train} training samples of "
                             f"{case.dataset.name}; use at most {n_train}")
+
+
+def _check_tuning(source: str, case: Case, origin: Origin) -> None:
+    if case.tune_lr is not None and not case.calibration_seeds:
+        raise _fail(source, origin.case_key("tune_lr"), "tuning the learning rates needs calibration seeds, on which "
+                    "each grid lr is tried before the compared runs; add e.g. `calibration_seeds: [100, 101, 102]` "
+                    "to the case or to defaults")
+
+
+def _check_pretrain(source: str, case: Case, origin: Origin) -> None:
+    """A pretraining holdout must leave the training split room for every batch (docs/suite-format.md#pretraining)."""
+    n_train = registry.dataset_train_size(case.dataset.name, case.dataset.params)
+    if case.pretrain is None or n_train is None:
+        return
+    need = max([case.batch_size] + [teleport_settings(case, opt, arm).batch_size for opt in case.optimizers
+                                    for arm in case.arms if arm.kind in TELEPORTING_ARMS])
+    holdout = case.pretrain.holdout
+    if n_train - holdout < need:
+        fix = f"use at most {n_train - need}" if n_train > need else "use smaller batches"
+        raise _fail(source, origin.case_key("pretrain") + ".holdout", f"a holdout of {holdout} leaves "
+                    f"{max(0, n_train - holdout)} of the {n_train} training samples of {case.dataset.name}, fewer "
+                    f"than the largest batch ({need}) the arms train or teleport on; {fix}")
 
 
 def _check_target(source: str, case: Case, origin: Origin, arms_option: bool) -> None:
@@ -272,13 +301,16 @@ def _resolve_case(source: str, doc: SuiteFile, index: int, ov: Overrides, notes:
     _check_arms(source, case, origin)
     if ov.arms is not None:
         origin.arms = _select_arms(case, ov.arms)
+    _check_tuning(source, case, origin)
     _check_target(source, case, origin, ov.arms is not None)
     _check_batches_and_groups(source, case, origin)
+    _check_pretrain(source, case, origin)
     _check_family(source, case, origin, ov)
     if check_devices:
         _resolve_devices(source, case, origin, notes)
     note_schedules(case, origin, notes)
     note_no_ops(case, origin, notes)
+    note_lr_bumps(case, origin, notes)
     return case
 
 
@@ -346,6 +378,7 @@ def resolve_suite(path: Path, raw: dict[str, Any], ov: Overrides, check_devices:
             raise _fail(source, f"cases[{i}].name", f"case name {case.name!r} repeats cases[{first[case.name]}]; "
                         "give each case a distinct name")
         first[case.name] = i
+    check_comparisons(source, doc.analysis, cases, ov.arms)
     if ov.cases is not None:
         cases = _select_cases(source, cases, ov.cases)
     note_seed_counts(cases, notes)

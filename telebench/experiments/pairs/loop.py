@@ -3,7 +3,9 @@
 All arms of one pair key start from identical weights and see identical batches. They advance
 in chunks of `eval_every` steps, taking turns (the order rotates every chunk), so machine drift
 hits every arm alike. Clocks cover only training work (data, forward, backward, step, teleport);
-evaluation and held-out invariance checks run off the clock in their own accumulator.
+evaluation and held-out invariance checks run off the clock in their own accumulator. The lr-bump
+control's measurement of a teleport's gradient-norm factor is its method, so it runs on the train and
+teleport clocks like a teleport (telebench/experiments/pairs/lr_bump.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import torch
 from torch import nn
 
 from telebench.execution.task import ProgressFn
+from telebench.experiments.pairs.lr_bump import measure_factor, scale_lrs
+from telebench.experiments.pairs.pretrain import pretrain, split_for_pretrain
 from telebench.experiments.pairs.spec import ScheduleSpec, TrialSpec
 from telebench.training.batches import BatchStream
 from telebench.training.clock import Clock, resolve_device
@@ -78,6 +82,8 @@ class _ArmState:
     traceback: str = ""
     fraction: float = 0.0  # of the budget, for progress bars
     done: bool = False
+    base_lrs: list[float] = field(default_factory=list)  # lr-bump: each param group's unbumped lr
+    bump_left: int = 0  # lr-bump: optimizer steps the running bump still lasts
 
 
 class PairRunner:
@@ -99,6 +105,7 @@ class PairRunner:
         self.data = (data or load_dataset(first.dataset, data_root)).to(self.device)
         if first.model.inputs == "image":  # a CNN reads (N, C, H, W); the bundle keeps rows flat
             self.data = self.data.as_images()
+        self.data, self.holdout = split_for_pretrain(first, self.data)  # pretrain's holdout: not trained on
         self.loss_fn = loss_fn_for(self.data.task)
         self.progress = progress
         n_eval = min(TRAIN_EVAL_SIZE, len(self.data.x_train))
@@ -121,7 +128,8 @@ class PairRunner:
         if spec.teleport is not None and spec.arm_kind != "baseline":
             horizon = total if spec.budget.kind != "seconds" else 10**7
             schedule = teleport_steps(spec.teleport.schedule, stream.steps_per_epoch, horizon)
-        return _ArmState(spec, model, optimizer, stream, tele_stream, Clock(self.device), schedule, total)
+        return _ArmState(spec, model, optimizer, stream, tele_stream, Clock(self.device), schedule, total,
+                         base_lrs=[float(g["lr"]) for g in optimizer.param_groups])
 
     def _warm_up(self, template: nn.Module, spec: TrialSpec) -> None:
         """A few throwaway steps on a copy, so allocator/kernel start-up costs hit no arm's clock."""
@@ -181,6 +189,9 @@ class PairRunner:
             with arm.clock.span("train"), arm.clock.span("teleport"):
                 arm.optimizer = apply_state_policy(arm.optimizer, "reset", spec.optimizer, list(arm.model.parameters()))
             return
+        if arm.spec.arm_kind == "lr-bump":
+            self._bump(arm)
+            return
         ho_before = self._held_out_loss(arm)  # off the clock: a measurement, not training work
         with arm.clock.span("train"), arm.clock.span("teleport"):
             xt, yt = arm.tele_stream.next()
@@ -204,6 +215,20 @@ class PairRunner:
             held_out_relative_loss_change=abs(ho_after - ho_before) / max(abs(ho_before), 1e-12),
         )
         arm.teleports.append(row)
+
+    def _bump(self, arm: _ArmState) -> None:
+        """lr-bump: measure the teleport's grad-norm factor on a copy (on the clocks, like a teleport), apply
+        the teleport arm's state policy to the unmoved weights, and scale the lr for bump_steps (lr_bump.py)."""
+        spec, tp = arm.spec, arm.spec.teleport
+        assert tp is not None
+        with arm.clock.span("train"), arm.clock.span("teleport"):
+            xt, yt = arm.tele_stream.next()
+            factor, row = measure_factor(arm.model, xt, yt, self.loss_fn, tp, self._generator(arm))
+            if tp.state_policy == "reset":  # keep and transport keep the state: the weights did not move
+                arm.optimizer = apply_state_policy(arm.optimizer, "reset", spec.optimizer, list(arm.model.parameters()))
+            scale_lrs(arm.optimizer, arm.base_lrs, factor)
+            arm.bump_left = tp.bump_steps
+        arm.teleports.append({"step": arm.step, **row, "bump_steps": tp.bump_steps})
 
     @staticmethod
     def _state_after(arm: _ArmState, record: Any) -> torch.optim.Optimizer:
@@ -230,6 +255,10 @@ class PairRunner:
             self._teleport(arm)  # times itself: teleport work on the train and teleport clocks, checks off
         with arm.clock.span("train"):
             optimizer_step(arm.model, arm.optimizer, self.loss_fn, *arm.stream.next())
+            if arm.bump_left:  # lr-bump: the bump's last step restores the lr
+                arm.bump_left -= 1
+                if not arm.bump_left:
+                    scale_lrs(arm.optimizer, arm.base_lrs, 1.0)
         arm.step += 1
 
     def _advance(self, arm: _ArmState, until_step: int) -> None:
@@ -259,6 +288,7 @@ class PairRunner:
     def run(self) -> list[dict[str, Any]]:
         first = self.specs[0]
         template = build_from_spec(first.model, seed=first.seed, device=self.device)
+        self.pretrained = pretrain(template, first, self.data, self.holdout, self.loss_fn)  # off every arm's clock
         init_state = {k: v.detach().clone() for k, v in template.state_dict().items()}
         self._warm_up(template, first)
         arms = [self._new_arm(spec, init_state) for spec in self.specs]
@@ -317,4 +347,5 @@ class PairRunner:
             "teleports": arm.teleports,
             "timing": {"shared_device": False, "compile_included": False, "warmup_steps": WARMUP_STEPS},
             "traceback": arm.traceback or None,
+            **({} if self.pretrained is None else {"pretrain": self.pretrained}),
         }

@@ -47,6 +47,17 @@ def note_no_ops(case: Case, origin: Origin, notes: list[str]) -> None:
                       "equal the baseline's (the suite still runs).")
 
 
+def note_lr_bumps(case: Case, origin: Origin, notes: list[str]) -> None:
+    """An lr-bump arm never moves its weights, so a `transport` policy has nothing to carry the state through."""
+    for k, arm in enumerate(case.arms):
+        if arm.kind != "lr-bump":
+            continue
+        for j, opt in enumerate(case.optimizers):
+            if teleport_settings(case, opt, arm).state_policy == "transport":
+                note(notes, f"{origin.teleport_key(j, k, 'state_policy')}: an lr-bump arm keeps its optimizer "
+                      "state where the teleport arm transports it: its weights never move.")
+
+
 def note_seed_counts(cases: list[Case], notes: list[str]) -> None:
     """Say up front when no outcome could earn a verdict: the exact sign test needs a minimum of paired
     seeds, and Holm's correction over the report's comparisons raises it for the strongest one."""

@@ -27,7 +27,14 @@ from telebench.config.base import (
     check_name,
     distinct_seeds,
 )
-from telebench.experiments.pairs.spec import ARMS, BudgetSpec, ScheduleSpec, TargetSpec, TeleportSpec
+from telebench.experiments.pairs.spec import (
+    ARMS,
+    BudgetSpec,
+    PretrainSpec,
+    ScheduleSpec,
+    TargetSpec,
+    TeleportSpec,
+)
 from telebench.training.specs import MODEL_FAMILIES, freeze
 
 _SUITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -83,13 +90,14 @@ class TeleportConfig(Strict):
     state_policy: Literal["reset", "keep", "transport"] = "reset"
     schedule: ScheduleConfig = Field(default_factory=lambda: ScheduleConfig(at_steps=[0]))
     objective_params: dict[str, Any] = Field(default_factory=dict)
+    bump_steps: PosInt = 10  # lr-bump arms: how many optimizer steps each step-size scaling lasts
 
     def to_spec(self) -> TeleportSpec:
         return TeleportSpec(
             group=self.group, objective=self.objective, direction=self.direction, steps=self.steps, lr=self.lr,
             batch_size=self.batch_size, parametrization=self.parametrization, normalize_step=self.normalize_step,
             cap=self.cap, tolerance=self.tolerance, state_policy=self.state_policy, schedule=self.schedule.to_spec(),
-            objective_params=freeze(self.objective_params),
+            objective_params=freeze(self.objective_params), bump_steps=self.bump_steps,
         )
 
     @field_validator("group")
@@ -172,6 +180,8 @@ class ArmConfig(Strict):
             self.kind = self.name
         if self.kind == "baseline" and self.teleport.model_fields_set:
             raise ValueError("a baseline arm never teleports, so it takes no teleport settings")
+        if self.kind != "lr-bump" and "bump_steps" in self.teleport.model_fields_set:
+            raise ValueError(f"bump_steps applies to lr-bump arms only, not to a {self.kind} arm")
         return self
 
 
@@ -220,6 +230,43 @@ class TargetConfig(Strict):
         return TargetSpec(metric=self.metric, kind="baseline-final", value=None, slack=float(self.slack))
 
 
+TUNE_METRICS = ("final_train_loss", "final_val_loss")
+
+
+class TuneLRConfig(Strict):
+    """`tune_lr`: try each optimizer's lr × every `grid` factor on the calibration seeds first, keep the best."""
+
+    grid: list[PosFloat] = Field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0], min_length=2)
+    metric: Literal["final_train_loss", "final_val_loss"] = "final_train_loss"  # lower is better
+
+    @field_validator("grid")
+    @classmethod
+    def _grid(cls, v: list[float]) -> list[float]:
+        if len(set(v)) != len(v):
+            raise ValueError("grid factors repeat; list each factor once")
+        return sorted(v)
+
+
+class PretrainConfig(Strict):
+    """`pretrain`: before the arms, train the pair's initial network until the loss on a holdout carved from the
+    training split stops improving (telebench/experiments/pairs/pretrain.py; docs/suite-format.md#pretraining)."""
+
+    patience: PosInt = 3
+    max_epochs: PosInt = 40
+    holdout: PosInt = 5000
+    every_epochs: PosInt = 1
+    lr: PosFloat | None = None  # None: the optimizer's own lr
+
+    @model_validator(mode="after")
+    def _check_every(self) -> PretrainConfig:
+        if self.every_epochs > self.max_epochs:
+            raise ValueError(f"every_epochs {self.every_epochs} is more than max_epochs {self.max_epochs}")
+        return self
+
+    def to_spec(self) -> PretrainSpec:
+        return PretrainSpec(self.patience, self.max_epochs, self.holdout, self.every_epochs, self.lr)
+
+
 class CaseConfig(Strict):
     """Everything a case may set; `defaults` holds the same keys. None means: must come from the other."""
 
@@ -238,6 +285,13 @@ class CaseConfig(Strict):
     arms: list[ArmConfig] = Field(default_factory=lambda: [ArmConfig(name="baseline"), ArmConfig(name="teleport")],
                                   min_length=1)
     teleport: TeleportConfig = Field(default_factory=TeleportConfig)
+    tune_lr: TuneLRConfig | None = None  # tuned baselines (docs/suite-format.md); `true` takes the default grid
+    pretrain: PretrainConfig | None = None  # early-stopped training before the arms (docs/suite-format.md)
+
+    @field_validator("tune_lr", mode="before")
+    @classmethod
+    def _tune_lr(cls, v: Any) -> Any:
+        return ({} if v else None) if isinstance(v, bool) else v
 
     @field_validator("devices")
     @classmethod
@@ -257,12 +311,35 @@ class CaseInput(CaseConfig):
 PRIMARY_METRICS = ("time_to_target", "steps_to_target", "final_train_loss", "final_val_loss", "auc_log_train_loss")
 
 
+class ComparisonConfig(Strict):
+    """One pre-registered comparison: `arm` against the arm `against` (the baseline unless named), paired by
+    seed, in every case and optimizer that has both unless `case` or `optimizer` narrows it."""
+
+    arm: str = Field(min_length=1)
+    against: str = Field(default="baseline", min_length=1)
+    case: str | None = Field(default=None, min_length=1)
+    optimizer: str | None = Field(default=None, min_length=1)
+
+    def record(self) -> dict[str, Any]:
+        return {"arm": self.arm, "against": self.against, "case": self.case, "optimizer": self.optimizer}
+
+
 class AnalysisConfig(Strict):
-    """How the report turns paired seeds into verdicts: the metric that decides them (α is fixed at 0.05)."""
+    """How the report turns paired seeds into verdicts: the metric that decides them (α is fixed at 0.05) and,
+    optionally, the comparisons declared before the run (docs/suite-format.md#analysis); `load.py` checks
+    that they name arms, cases and optimizers the suite has."""
 
     primary_metric: Literal[
         "time_to_target", "steps_to_target", "final_train_loss", "final_val_loss", "auc_log_train_loss"
     ] = "time_to_target"
+    primary_comparisons: list[ComparisonConfig] | None = Field(default=None, min_length=1)
+
+    def record(self) -> dict[str, Any]:
+        """What results.json's `analysis` keeps of it (α is added by the experiment)."""
+        out: dict[str, Any] = {"primary_metric": self.primary_metric}
+        if self.primary_comparisons is not None:
+            out["primary_comparisons"] = [c.record() for c in self.primary_comparisons]
+        return out
 
 
 class SuiteFile(Strict):
@@ -306,6 +383,9 @@ class Case(Strict):
     target: TargetConfig
     arms: list[ArmConfig]
     teleport: TeleportConfig  # defaults.teleport ← case.teleport; optimizers and arms refine it
+    tune_lr: TuneLRConfig | None = None
+    pretrain: PretrainConfig | None = None
+    tuned_lr: dict[str, float] = Field(default_factory=dict)  # optimizer label → lr the tuning stage chose
 
 
 class Suite(BaseModel):

@@ -13,7 +13,10 @@ from typing import Any, ClassVar
 
 from telebench.training.specs import DatasetSpec, ModelSpec, OptimizerSpec, Params, thaw
 
-ARMS = ("baseline", "teleport", "reset-only", "random-teleport")
+ARMS = ("baseline", "teleport", "reset-only", "random-teleport", "lr-bump")
+# Arms whose method runs `telebench.symmetry.teleport` (lr-bump on a copy of its model, to measure the
+# gradient-norm factor it then scales the step size by): they need a group and an objective that fit.
+TELEPORTING_ARMS = ("teleport", "random-teleport", "lr-bump")
 BUDGET_KINDS = ("steps", "epochs", "seconds")
 SCHEDULE_KINDS = ("at_steps", "at_epochs", "every", "first_minibatches")
 
@@ -45,6 +48,7 @@ class TeleportSpec:
     state_policy: str = "reset"  # one of STATE_POLICIES
     schedule: ScheduleSpec = field(default_factory=lambda: ScheduleSpec(kind="at_steps", steps=(0,)))
     objective_params: Params = ()
+    bump_steps: int = 10  # lr-bump: optimizer steps its step-size scaling lasts (telebench/experiments/pairs/lr_bump.py)
 
     def search_options(self) -> dict[str, Any]:
         """The keyword arguments of `telebench.symmetry.teleport` that this spec fixes."""
@@ -79,11 +83,25 @@ class TargetSpec:
     slack: float = 0.0
 
 
-ROLES = ("compared", "calibration")
+@dataclass(frozen=True)
+class PretrainSpec:
+    """Train the pair's shared initial network, early-stopped on a holdout carved from the training split,
+    before any arm starts (telebench/experiments/pairs/pretrain.py)."""
+
+    patience: int = 3  # checks without a lower holdout loss before stopping
+    max_epochs: int = 40
+    holdout: int = 5000  # training samples set aside (the same for every seed and arm)
+    every_epochs: int = 1  # epochs between holdout checks
+    lr: float | None = None  # None: the pair's optimizer lr
+
+
+ROLES = ("compared", "calibration", "tuning")  # tuning: a baseline at one grid lr (telebench/experiments/pairs/tuning.py)
 # Fields a trial spec gained after results were first written: they enter the id only when set to
 # something else than their default, so every trial of an older output folder keeps its id and resumes.
-_HASHED_UNLESS_DEFAULT: dict[str, Any] = {"role": "compared"}
+_HASHED_UNLESS_DEFAULT: dict[str, Any] = {"role": "compared", "pretrain": None}
 _MODEL_HASHED_UNLESS_DEFAULT: dict[str, Any] = {"family": "mlp", "kwargs": (), "inputs": "flat"}
+# Teleport settings added later; they enter the id only for the arm kind they apply to (bump_steps: lr-bump).
+_TELEPORT_HASHED_UNLESS_DEFAULT: dict[str, tuple[Any, str]] = {"bump_steps": (10, "lr-bump")}
 
 
 @dataclass(frozen=True)
@@ -104,17 +122,22 @@ class TrialSpec:
     eval_every: int  # steps between evaluations (off the clock)
     target: TargetSpec
     eval_batch_size: int = 1024
-    role: str = "compared"  # or "calibration": a baseline run on a seed that is never compared, to set targets
+    role: str = "compared"  # or "calibration": a baseline run on a seed that is never compared, to set targets;
+    # or "tuning": a baseline run on a calibration seed at one lr of a `tune_lr` grid, never compared
+    pretrain: PretrainSpec | None = None  # early-stopped training of the shared initial network before the arms
     noun: ClassVar[str] = "arm"  # what executors call one unit of a pair
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def label(self) -> str:
+        if self.role == "tuning":
+            return f"{self.case} · {self.optimizer_label} lr {self.optimizer.lr:g} · tuning · seed {self.seed}"
         return f"{self.case} · {self.optimizer_label} · {self.arm} · seed {self.seed}"
 
     def task_label(self) -> str:
-        return f"{self.case} · {self.optimizer_label} · seed {self.seed}"
+        tuning = " · tuning" if self.role == "tuning" else ""
+        return f"{self.case} · {self.optimizer_label}{tuning} · seed {self.seed}"
 
     def error_fields(self) -> dict[str, Any]:
         """A record's own fields for this arm when it produced none (see telebench.execution.task.Unit)."""
@@ -131,6 +154,9 @@ class TrialSpec:
         for name, default in _MODEL_HASHED_UNLESS_DEFAULT.items():  # model families came after MLPs
             if fields["model"][name] == default:
                 del fields["model"][name]
+        for name, (default, kind) in _TELEPORT_HASHED_UNLESS_DEFAULT.items():  # e.g. bump_steps came with lr-bump
+            if fields["teleport"] is not None and (fields["teleport"][name] == default or self.arm_kind != kind):
+                del fields["teleport"][name]
         blob = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich import box
@@ -12,7 +12,13 @@ from rich.table import Table
 
 from telebench.experiments.pairs.estimate import Estimate, estimate_plan
 from telebench.experiments.pairs.schema import Suite
-from telebench.experiments.pairs.spec import BudgetSpec, ScheduleSpec, TeleportSpec, TrialSpec
+from telebench.experiments.pairs.spec import (
+    TELEPORTING_ARMS,
+    BudgetSpec,
+    ScheduleSpec,
+    TeleportSpec,
+    TrialSpec,
+)
 from telebench.render.notes import print_notes
 
 
@@ -37,6 +43,10 @@ def describe_teleport(arm_kind: str, tp: TeleportSpec | None) -> str:
     if arm_kind == "reset-only":
         return f"reset at {when}"
     arrow = "↑" if tp.direction == "increase" else "↓"
+    if arm_kind == "lr-bump":  # its weights never move: keep and transport both keep the state
+        policy = "reset" if tp.state_policy == "reset" else "keep"
+        return (f"lr ×(grad-norm factor of {tp.group} {tp.objective}{arrow} ×{tp.steps}) for {tp.bump_steps} "
+                f"steps at {when}, {policy}")
     what = "random element" if arm_kind == "random-teleport" else f"{tp.objective}{arrow} ×{tp.steps}"
     return f"{tp.group} {what} at {when}, {tp.state_policy}"
 
@@ -70,33 +80,42 @@ def _print_notes(suite: Suite, console: Console) -> None:
 def render_validate(suite: Suite, plan: Sequence[TrialSpec], console: Console) -> None:
     _print_notes(suite, console)
     cases = len(suite.cases)
-    console.print(f"{escape(str(suite.source))}: [bold green]ok[/] — {cases} case{'s' * (cases != 1)}, {len(plan)} trials",
-                  highlight=False)
+    tuning = sum(1 for t in plan if t.role == "tuning")
+    tuned = f" ({tuning} tuning; the compared lrs are tuned from the grid)" if tuning else ""
+    console.print(f"{escape(str(suite.source))}: [bold green]ok[/] — {cases} case{'s' * (cases != 1)}, {len(plan)} "
+                  f"trials{tuned}", highlight=False)
+
+
+def _plan_row(role: str, specs: Sequence[TrialSpec], tuned: Mapping[str, str]) -> dict[str, str]:
+    """One row of `list`: a compared arm, the calibration baselines, or a case × optimizer's tuning trials.
+    `tuned` maps each case whose lrs the tuning stage has yet to choose to its tuning metric."""
+    first, arm, label = specs[0], specs[0].arm, specs[0].optimizer_label
+    lr = "tuned from the grid" if first.case in tuned else f"{first.optimizer.lr:g}"
+    teleport = describe_teleport(first.arm_kind, first.teleport)
+    if role == "calibration":
+        arm, teleport = f"{arm} (calibration)", "— sets the target, never compared"
+    elif role == "tuning":
+        arm, lr = f"{arm} (tuning)", "grid " + ",".join(f"{g:g}" for g in dict.fromkeys(s.optimizer.lr for s in specs))
+        teleport = f"— picks the lr by median {tuned.get(first.case, 'metric')}, never compared"
+    elif arm != first.arm_kind:
+        arm = f"{arm} ({first.arm_kind})"
+    return {"case": first.case, "optimizer": f"{label} {lr}", "arm": arm, "device": first.device,
+            "seeds": ",".join(str(s) for s in dict.fromkeys(s.seed for s in specs)),
+            "budget": describe_budget(first.budget), "teleport": teleport, "role": role}
 
 
 def render_plan(suite: Suite, plan: Sequence[TrialSpec], console: Console) -> None:
     """One row per case, optimizer, arm and device, seeds collapsed; columns equal in every row go to the title.
-    Calibration baselines (they set a derived target and are never compared) get rows of their own."""
+    Calibration baselines (they set a derived target and are never compared) and a `tune_lr` case's tuning
+    trials (one row per optimizer, its grid of lrs) get rows of their own."""
     _print_notes(suite, console)
     groups: dict[tuple[str, str, str, str, str], list[TrialSpec]] = {}
     for spec in plan:
         groups.setdefault((spec.case, spec.optimizer_label, spec.arm, spec.device, spec.role), []).append(spec)
-    rows = []
-    for (case, label, arm, device, role), specs in groups.items():
-        first = specs[0]
-        calibration = role == "calibration"
-        rows.append({
-            "case": case,
-            "optimizer": f"{label} {first.optimizer.lr:g}",
-            "arm": f"{arm} (calibration)" if calibration else arm if arm == first.arm_kind else f"{arm} ({first.arm_kind})",
-            "device": device,
-            "seeds": ",".join(str(s.seed) for s in specs),
-            "budget": describe_budget(first.budget),
-            "teleport": "— sets the target, never compared" if calibration else describe_teleport(first.arm_kind, first.teleport),
-            "role": role,
-        })
+    tuned = {c.name: c.tune_lr.metric for c in suite.cases if c.tune_lr is not None and not c.tuned_lr}
+    rows = [_plan_row(key[-1], specs, tuned) for key, specs in groups.items()]
     compared = [r for r in rows if r["role"] == "compared"]
-    calibrating = [r for r in rows if r["role"] == "calibration"]
+    calibrating = [r for r in rows if r["role"] in ("calibration", "tuning")]
     shared = [c for c in ("device", "seeds", "budget") if compared and len({r[c] for r in rows if c != "seeds" or
                                                                           r["role"] == "compared"}) == 1]
     if "seeds" in shared and len({r["seeds"] for r in calibrating}) > 1:
@@ -117,6 +136,10 @@ def render_plan(suite: Suite, plan: Sequence[TrialSpec], console: Console) -> No
         table.add_row(*(escape(c) for c in cells), end_section=last_of_case)
     console.print(table)
     _print_models(plan, console)
+    from telebench.experiments.pairs.pretrain import describe_pretraining  # torch, so only when listing
+
+    if (pretraining := describe_pretraining(plan)) is not None:
+        console.print(escape(pretraining), highlight=False)
 
 
 def _print_models(plan: Sequence[TrialSpec], console: Console) -> None:
@@ -127,7 +150,7 @@ def _print_models(plan: Sequence[TrialSpec], console: Console) -> None:
     groups: dict[tuple[str, Any, Any], list[str]] = {}
     for spec in plan:
         entry = groups.setdefault((spec.case, spec.model, spec.dataset), [])
-        if spec.teleport is not None and spec.arm_kind in ("teleport", "random-teleport") \
+        if spec.teleport is not None and spec.arm_kind in TELEPORTING_ARMS \
                 and spec.teleport.group not in entry:
             entry.append(spec.teleport.group)
     for (case, model, dataset), names in groups.items():
