@@ -11,10 +11,10 @@ atomic results.json and the report.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from rich.console import Console
 
@@ -114,4 +114,23 @@ class Experiment(Protocol[C]):
 
     def render_terminal(self, results: dict[str, Any], console: Console) -> None:
         """The summary table printed after a run and by `telebench report`."""
+        ...
+
+
+@runtime_checkable
+class Staged(Protocol):
+    """An optional hook for a kind whose plan depends on results of its own (the train kind's `tune_lr`).
+
+    The runner first runs `prelude(config)` (skipping units the journal holds), then plans
+    `resolve(config, records)` as usual; that plan may list the prelude's units again (they are skipped).
+    `records` maps unit ids to their latest records, finished or not. When `resolve` returns None (a
+    prelude unit failed), the run stops after the prelude with partial results, and a rerun retries it.
+    """
+
+    def prelude(self, config: Any) -> Sequence[Sequence[Unit]]:
+        """The tasks whose records the rest of the plan depends on; empty when there are none."""
+        ...
+
+    def resolve(self, config: Any, records: Mapping[str, dict[str, Any]]) -> Any | None:
+        """The config with the prelude's results applied, or None when they do not suffice yet."""
         ...

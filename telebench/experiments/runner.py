@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from telebench.execution.board import WorkerBoard
 from telebench.execution.journal import FINISHED_STATUSES, Journal, lock
 from telebench.execution.registry import get_executor
 from telebench.execution.task import Unit
-from telebench.experiments.base import Experiment, Loaded, RunOutcome, RunRequest
+from telebench.experiments.base import Experiment, Loaded, RunOutcome, RunRequest, Staged
 from telebench.render.progress import progress_bar
 from telebench.results.environment import environment
 from telebench.results.schema import PAYLOAD, header
@@ -61,19 +61,10 @@ def run_experiment(exp: Experiment, config: Loaded, request: RunRequest, console
         warnings = list(journal.warnings)
         for warning in warnings:
             console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
-        recorded = len(journal.records())  # lines of earlier runs; this run's come after them
-        planned = [u.id for task in plan for u in task]
-        done = {i: finished[i] for i in planned if i in finished}
-        todo = [[u for u in task if u.id not in done] for task in plan]
-        todo = [task for task in todo if task]
-        if done:
-            n_todo = sum(map(len, todo))
-            console.print(f"[dim]Resuming in {out}: {len(done)} finished unit(s) skipped, {n_todo} to run.[/]")
         started, clock = now_iso(), time.perf_counter()
-        ran, interrupted = _execute(exp, config, request, todo, journal, done, console)
-        # The journal, not the callback, is what was kept: an interrupt can land between a unit's journal
-        # line and the callback's bookkeeping, and every journaled unit belongs in results.json.
-        done.update((r["id"], r) for r in journal.records()[recorded:])
+        done: dict[str, dict[str, Any]] = {}
+        config, plan, ran, interrupted = _run_stages(exp, config, request, plan, journal, finished, done, console)
+        planned = [u.id for task in plan for u in task]
         if interrupted:
             console.print(f"[yellow]Interrupted: {len(done)} finished unit(s) kept in {journal.path}; "
                           f"rerun with --out {request.out_dir} to resume.[/]")
@@ -93,6 +84,46 @@ def run_experiment(exp: Experiment, config: Loaded, request: RunRequest, console
         if request.report:
             outcome.report_path = _write_report(exp, results, out)
     return outcome
+
+
+def _run_stages(exp: Experiment, config: Loaded, request: RunRequest, plan: Sequence[Sequence[Unit]],
+                journal: Journal, finished: dict[str, dict[str, Any]], done: dict[str, dict[str, Any]],
+                console: Console) -> tuple[Any, Sequence[Sequence[Unit]], int, bool]:
+    """The plan, or a `Staged` kind's prelude and then the plan it resolves to; returns (config, the plan that
+    ran, units run, interrupted). `done` collects the records of every unit of the stages that ran."""
+    if not isinstance(exp, Staged) or not (first := exp.prelude(config)):
+        ran, interrupted = _run_stage(exp, config, request, plan, journal, finished, done, console)
+        return config, plan, ran, interrupted
+    ran, interrupted = _run_stage(exp, config, request, first, journal, finished, done, console)
+    resolved = None if interrupted else exp.resolve(config, done)
+    if resolved is None:
+        if not interrupted:
+            console.print(f"[yellow]The first stage of {escape(config.name)} left units unfinished, and the rest of "
+                          f"its plan depends on them, so it did not run; rerun with --out {request.out_dir} to retry "
+                          "them.[/]", highlight=False)
+        return config, first, ran, interrupted
+    plan = exp.plan(resolved)
+    more, interrupted = _run_stage(exp, resolved, request, plan, journal, finished, done, console)
+    return resolved, plan, ran + more, interrupted
+
+
+def _run_stage(exp: Experiment, config: Loaded, request: RunRequest, plan: Sequence[Sequence[Unit]],
+               journal: Journal, finished: dict[str, dict[str, Any]], done: dict[str, dict[str, Any]],
+               console: Console) -> tuple[int, bool]:
+    """Run the units of `plan` that neither an earlier run nor an earlier stage finished; returns (run, interrupted)."""
+    recorded = len(journal.records())  # lines before this stage; its own come after them
+    skipped = [u.id for task in plan for u in task if u.id in finished and u.id not in done]
+    done.update((i, finished[i]) for i in skipped)
+    todo = [[u for u in task if done.get(u.id, {}).get("status") not in FINISHED_STATUSES] for task in plan]
+    todo = [task for task in todo if task]
+    if skipped:
+        n_todo = sum(map(len, todo))
+        console.print(f"[dim]Resuming in {request.out_dir}: {len(skipped)} finished unit(s) skipped, {n_todo} to run.[/]")
+    ran, interrupted = _execute(exp, config, request, todo, journal, done, console)
+    # The journal, not the callback, is what was kept: an interrupt can land between a unit's journal
+    # line and the callback's bookkeeping, and every journaled unit belongs in results.json.
+    done.update((r["id"], r) for r in journal.records()[recorded:])
+    return ran, interrupted
 
 
 def _suite_of(record: dict[str, Any]) -> str | None:

@@ -6,7 +6,7 @@ that share initial weights and batches, trained interleaved in one worker (DESIG
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,14 @@ from telebench.experiments.pairs.plan import Plan, expand, group_pairs, trials_o
 from telebench.experiments.pairs.schema import Suite
 from telebench.experiments.pairs.spec import TrialSpec
 from telebench.experiments.pairs.task import run_pair
+from telebench.experiments.pairs.tuning import (
+    TUNING,
+    annotate_summary,
+    choose,
+    is_resolved,
+    is_tuning,
+    tuning_rows,
+)
 from telebench.experiments.pairs.view import render_plan, render_validate
 from telebench.training.precheck import check_datasets
 
@@ -39,6 +47,18 @@ class PairsExperiment:
     def plan(self, config: Suite | Plan) -> list[list[TrialSpec]]:
         return group_pairs(trials_of(config))
 
+    def prelude(self, config: Suite | Plan) -> list[list[TrialSpec]]:
+        """The tuning trials of a `tune_lr` suite: the compared trials' lr depends on them (see tuning.py)."""
+        if not isinstance(config, Suite) or is_resolved(config):
+            return []
+        return group_pairs(_tuning_specs(config))
+
+    def resolve(self, config: Suite | Plan, records: Mapping[str, dict[str, Any]]) -> Suite | Plan | None:
+        """The suite with the tuned lrs chosen from the tuning trials' records (None while one is unfinished)."""
+        if not isinstance(config, Suite):
+            return config
+        return choose(config, _tuning_specs(config), records)
+
     def precheck(self, config: Suite | Plan, plan: Sequence[Sequence[TrialSpec]], data_root: str | None) -> None:
         """Load each distinct dataset of the plan once up front, so missing files stop the run before any training."""
         check_datasets((trial.dataset for task in plan for trial in task), data_root)
@@ -48,14 +68,17 @@ class PairsExperiment:
 
     def summarise(self, config: Suite | Plan, records: Sequence[dict[str, Any]], partial: bool) -> dict[str, Any]:
         from telebench.analysis.summary import (  # scipy: only once there are results
+            analyse,
             resolve_targets,
-            summarise,
         )
 
-        primary = config.analysis.primary_metric if isinstance(config, Suite) else "time_to_target"
-        trials = resolve_targets(list(records))
-        return {"analysis": {"primary_metric": primary, "alpha": ALPHA}, "trials": trials,
-                "summary": summarise(trials, primary_metric=primary, alpha=ALPHA)}
+        declared = config.analysis.record() if isinstance(config, Suite) else {"primary_metric": "time_to_target"}
+        trials = resolve_targets([r for r in records if not is_tuning(r)])  # tuning trials are never compared
+        analysis, summary = analyse(trials, {**declared, "alpha": ALPHA})  # with the declared comparisons' rows
+        if not isinstance(config, Suite) or not any(case.tune_lr is not None for case in config.cases):
+            return {"analysis": analysis, "trials": trials, "summary": summary}
+        rows = tuning_rows(config, _tuning_specs(config), {r["id"]: r for r in records if is_tuning(r)})
+        return {"analysis": analysis, "trials": trials, "summary": annotate_summary(summary, rows), "tuning": rows}
 
     def write_report(self, results: dict[str, Any], out_dir: Path) -> Path:
         from telebench.render.markdown import write_report  # matplotlib: only when a report is drawn
@@ -64,8 +87,14 @@ class PairsExperiment:
 
     def render_terminal(self, results: dict[str, Any], console: Console) -> None:
         from telebench.render.terminal import render_terminal
+        from telebench.render.tuning import render_tuning
 
         render_terminal(results, console)
+        render_tuning(results, console)
+
+
+def _tuning_specs(config: Suite) -> list[TrialSpec]:
+    return [t for t in expand(config) if t.role == TUNING]
 
 
 EXPERIMENT = PairsExperiment()

@@ -10,27 +10,34 @@ from telebench.experiments.pairs.models import model_spec
 from telebench.experiments.pairs.origin import teleport_settings
 from telebench.experiments.pairs.schema import ArmConfig, Case, OptimizerConfig, Suite
 from telebench.experiments.pairs.spec import TeleportSpec, TrialSpec
+from telebench.experiments.pairs.tuning import tuning_trials
 from telebench.training.specs import DatasetSpec, OptimizerSpec, freeze
 
 
 def expand(suite: Suite) -> list[TrialSpec]:
     """The plan, seed-major: for each case, optimizer, device and seed, all arms side by side.
 
-    The arms of one pair_key are adjacent, so an executor can run them interleaved.
+    The arms of one pair_key are adjacent, so an executor can run them interleaved. A `tune_lr` case
+    starts each optimizer with its tuning trials (on the first device), and its other trials train with
+    the lr they chose (`case.tuned_lr`; the written lr until the tuning stage has resolved it).
     """
     plan: list[TrialSpec] = []
     for case in suite.cases:
         dataset = DatasetSpec(name=case.dataset.name, params=freeze(case.dataset.params))
         model = model_spec(case)
         for opt in case.optimizers:
-            optimizer = OptimizerSpec(name=opt.name, lr=opt.lr, kwargs=freeze(opt.kwargs))
+            lr = case.tuned_lr.get(str(opt.label), opt.lr)
+            optimizer = OptimizerSpec(name=opt.name, lr=lr, kwargs=freeze(opt.kwargs))
             baseline = next((arm for arm in case.arms if arm.kind == "baseline"), None)
-            for device in case.devices:
+            for d, device in enumerate(case.devices):
                 template = TrialSpec(suite=suite.name, case=case.name, arm="", arm_kind="baseline", dataset=dataset,
                                      model=model, optimizer=optimizer, optimizer_label=str(opt.label), teleport=None,
                                      device=device, seed=0, batch_size=case.batch_size, budget=case.budget.to_spec(),
                                      eval_every=case.eval_every, target=case.target.to_spec(),
-                                     eval_batch_size=case.eval_batch_size)
+                                     eval_batch_size=case.eval_batch_size,
+                                     pretrain=case.pretrain.to_spec() if case.pretrain else None)
+                if d == 0:
+                    plan += tuning_trials(case, opt, template)
                 if baseline is not None and case.target.value is None:  # a derived target: calibration runs
                     plan += [replace(template, arm=baseline.name, seed=seed, role="calibration")
                              for seed in case.calibration_seeds]
