@@ -142,6 +142,11 @@ def run_command(
     seeds: Seeds = None, devices: Devices = None, arms: Arms = None, cases: Cases = None,
     budget_steps: BudgetSteps = None, eval_every: EvalEvery = None, networks: Networks = None, sets: Sets = None,
     allow_large: AllowLarge = False,
+    replicate: Annotated[int | None, typer.Option(
+        "--replicate", min=1, metavar="K",
+        help="Train suites: rerun the primary comparisons (the pre-registered ones, else each teleport arm vs "
+        "baseline) on K fresh seeds into <out>/replication-<n>/ and say whether each verdict held; runs the "
+        "suite first where --out holds no complete results.")] = None,
 ) -> None:
     """Run any suite — paired training, meta-learning or a correlation study — and report it."""
     from telebench.commands.suites import run_suite
@@ -157,7 +162,7 @@ def run_command(
                           executor=executor, jobs=jobs, address=address,
                           allow_shared_device=allow_shared_device, threads=threads, report=report)
 
-    outcome = run_suite(suite, overrides, request)
+    outcome = run_suite(suite, overrides, request, replicate=replicate)
     if outcome.interrupted:
         raise typer.Exit(130)
 

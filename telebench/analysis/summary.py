@@ -9,17 +9,20 @@ Two pure steps, run after all trials finish (and again by `telebench report`):
    each row's verdict, after Holm correction over all the report's comparisons
    (`telebench.analysis.verdicts`); the other metrics stand beside it, each corrected over its own
    family. Calibration trials set targets only: they are never compared and get no row.
+   A suite that declared its primary comparisons gets two families instead, pre-registered and
+   exploratory, each corrected apart, and a row per declared comparison (`telebench.analysis.families`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from telebench.analysis.censored import INTERVAL_NAME, TEST_NAME
+from telebench.analysis.families import EXPLORATORY, PREREGISTERED, declaration, expand, key_of
 from telebench.analysis.paired import (
     BLOCKS,
     PRIMARY_METRICS,
@@ -57,9 +60,9 @@ from telebench.analysis.verdicts import (
 from telebench.results.store import finite as _finite
 
 __all__ = [
-    "STATUSES", "GroupKey", "Trial", "baseline_target", "describe", "describe_censored", "final_value",
+    "STATUSES", "GroupKey", "Trial", "analyse", "baseline_target", "describe", "describe_censored", "final_value",
     "first_crossing", "group_key", "higher_is_better", "is_baseline", "is_calibration", "relative_loss_change",
-    "resolve_targets", "summarise", "target_spec", "PRIMARY_METRICS",
+    "resolve_targets", "summarise", "summarise_families", "target_spec", "PRIMARY_METRICS",
 ]
 
 STATUSES = ("ok", "diverged", "error", "skipped")
@@ -72,14 +75,27 @@ ROW_FIELDS = ("test", "interval", "correction", "holm_m", "alpha", "min_pairs", 
               "seeds_needed_holm", "identical", "noop_reason")  # None on baseline rows
 
 
-def summarise(trials: list[Trial], primary_metric: str = "time_to_target", alpha: float = ALPHA) -> list[dict[str, Any]]:
+def summarise(trials: list[Trial], primary_metric: str = "time_to_target", alpha: float = ALPHA,
+              declared: Sequence[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
     """One row per (case, optimizer, device, arm), baseline first, in order of first appearance.
 
     Expects trials that went through `resolve_targets`. Skipped trials are counted but take no part;
     every other compared trial is a seed. `primary_metric` (one of `PRIMARY_METRICS`) carries the
     verdicts, at level `alpha` after Holm correction over every row that has a p-value on it and is not
-    `identical`.
+    `identical`; with `declared` comparisons, over each family apart (`summarise_families`).
     """
+    return summarise_families(trials, primary_metric, alpha, declared)[0]
+
+
+def summarise_families(trials: list[Trial], primary_metric: str = "time_to_target", alpha: float = ALPHA,
+                       declared: Sequence[Mapping[str, Any]] | None = None
+                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The summary rows, and one row per pre-registered comparison (`telebench.analysis.families`).
+
+    Without `declared` the second list is empty and Holm runs over every compared row. With it, the
+    declared comparisons (vs the baseline: the summary's own row; vs another arm: a row of the same form
+    with `baseline_arm` that arm) are one Holm family and every other compared row another; each row
+    says which in `family` (null on baseline rows)."""
     if primary_metric not in PRIMARY_METRICS:
         raise ValueError(f"unknown primary metric {primary_metric!r}; choose one of {', '.join(PRIMARY_METRICS)}")
     groups: dict[GroupKey, dict[str, list[Trial]]] = {}
@@ -98,8 +114,57 @@ def summarise(trials: list[Trial], primary_metric: str = "time_to_target", alpha
             rows.append({"case": case, "optimizer": optimizer, "device": device, "arm": arm,
                          "baseline_arm": base_label, **row})
             comparisons.append(found)
-    _decide(rows, comparisons, primary_metric, alpha)
-    return rows
+    if declared is None:
+        _decide(rows, comparisons, primary_metric, alpha)
+        return rows, []
+    pre, pre_found = _declared_rows(declared, groups, rows, comparisons)
+    mine = {id(r) for r in pre}
+    rest = [i for i, r in enumerate(rows) if id(r) not in mine]
+    _decide(pre, pre_found, primary_metric, alpha)
+    _decide([rows[i] for i in rest], [comparisons[i] for i in rest], primary_metric, alpha)
+    for row, found in zip(rows, comparisons, strict=True):
+        row["family"] = PREREGISTERED if id(row) in mine else (EXPLORATORY if found else None)
+    for row in pre:
+        row["family"] = PREREGISTERED
+    return rows, [dict(r) for r in pre]
+
+
+def _declared_rows(declared: Sequence[Mapping[str, Any]], groups: dict[GroupKey, dict[str, list[Trial]]],
+                   rows: list[dict[str, Any]], comparisons: list[dict[str, MetricComparison]]
+                   ) -> tuple[list[dict[str, Any]], list[dict[str, MetricComparison]]]:
+    """The pre-registered family: the summary's row where a declaration is against the baseline, else a
+    new row pairing the arm with the declared arm seed by seed."""
+    index = {key_of(r): i for i, r in enumerate(rows) if r["arm"] != r["baseline_arm"]}
+    pre: list[dict[str, Any]] = []
+    found: list[dict[str, MetricComparison]] = []
+    for key in expand(declared, groups):
+        if key in index:
+            pre.append(rows[index[key]])
+            found.append(comparisons[index[key]])
+            continue
+        case, optimizer, device, arm, against = key
+        arms = groups[(case, optimizer, device)]
+        row, metrics = _arm_row(arms[arm], arms[against])
+        pre.append({"case": case, "optimizer": optimizer, "device": device, "arm": arm, "baseline_arm": against,
+                    **row})
+        found.append(metrics)
+    return pre, found
+
+
+def analyse(trials: list[Trial], analysis: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A train results file's `analysis` block and `summary` from its resolved trials.
+
+    `analysis` holds the primary metric, α and, where the suite declared them, `primary_comparisons`;
+    the block returned adds `preregistered`, the declared comparisons' rows, when there are any."""
+    primary = str(analysis.get("primary_metric") or "time_to_target")
+    alpha = float(analysis.get("alpha") or ALPHA)
+    declared = declaration(analysis.get("primary_comparisons"))
+    rows, pre = summarise_families(trials, primary, alpha, declared)
+    block = {k: v for k, v in analysis.items() if k != "preregistered"}
+    block.update(primary_metric=primary, alpha=alpha)
+    if declared is not None:
+        block["preregistered"] = pre
+    return block, rows
 
 
 def _arm_row(trials: list[Trial], base: list[Trial] | None) -> tuple[dict[str, Any], dict[str, MetricComparison]]:
@@ -149,6 +214,8 @@ def _arm_row(trials: list[Trial], base: list[Trial] | None) -> tuple[dict[str, A
     if base is None or not ran:
         return row, {}
     pairs = _pairs(base, ran)
+    if not pairs:  # no seed that both arms ran (a declared arm whose trials were all skipped, say)
+        return row, {}
     found = {metric: compare(pairs, metric) for metric in BLOCKS}
     for metric, comparison in found.items():
         row[BLOCKS[metric]] = comparison.block

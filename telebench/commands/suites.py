@@ -37,13 +37,21 @@ def check_plan_size(exp: Experiment[Any], config: Any, path: str) -> None:
 
 
 def run_suite(path: str, overrides: Overrides, request_for: Callable[[str], RunRequest] | None = None,
-              console: Console | None = None) -> RunOutcome:
-    """Load any suite and run it; `request_for(suite name)` says where and how (default: reports/<suite>-<time>)."""
+              console: Console | None = None, replicate: int | None = None) -> RunOutcome:
+    """Load any suite and run it; `request_for(suite name)` says where and how (default: reports/<suite>-<time>).
+
+    `replicate=K` (a train suite) reruns its primary comparisons on K fresh seeds into
+    `<out>/replication-<n>/`, running the suite itself first where `<out>` holds no complete results
+    (`telebench.commands.replicate`)."""
     console = console or make_console()
     exp, config = load_config(path, overrides)
     check_plan_size(exp, config, path)
     print_notes(config.notes, console)
     request = request_for(config.name) if request_for else RunRequest(out_dir=default_out_dir(config.name))
+    if replicate is not None:
+        from telebench.commands.replicate import replicate as run_replication
+
+        return run_replication(exp, config, request, replicate, console)
     outcome = run_experiment(exp, config, request, console)
     exp.render_terminal(outcome.results, console)
     console.print(f"results: {request.out_dir / 'results.json'}", highlight=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from telebench.analysis.summary import resolve_targets, summarise
+from telebench.analysis.summary import analyse, resolve_targets
 from telebench.results.schema import load_results as read_results
 
 
@@ -18,17 +18,13 @@ def ensure_summary(results: dict[str, Any]) -> dict[str, Any]:
     """Results as the reports need them: targets and summary recomputed from the trials with the current
     statistics, so a file written by an older telebench re-renders with today's rules.
 
-    The primary metric and α come from `results["analysis"]` (default: time to target at 0.05). A file
-    without trials (a trimmed one) keeps the summary it has, as there is nothing to recompute from.
+    The primary metric, α and any pre-registered comparisons come from `results["analysis"]` (default: time
+    to target at 0.05, none declared), whose `preregistered` rows are recomputed too. A file without trials
+    (a trimmed one) keeps the summary it has, as there is nothing to recompute from.
     """
     trials = results.get("trials") or []
     if not trials:
         return results if "summary" in results else {**results, "summary": []}
-    analysis = results.get("analysis") or {}
     resolved = resolve_targets(trials)
-    summary = summarise(
-        resolved,
-        primary_metric=str(analysis.get("primary_metric") or "time_to_target"),
-        alpha=float(analysis.get("alpha") or 0.05),
-    )
-    return {**results, "trials": resolved, "summary": summary}
+    analysis, summary = analyse(resolved, results.get("analysis") or {})
+    return {**results, "analysis": analysis, "trials": resolved, "summary": summary}

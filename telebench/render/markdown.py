@@ -23,8 +23,11 @@ from telebench.analysis.verdicts import CORRECTION_NAME, min_pairs_for
 from telebench.errors import UserError
 from telebench.render import fmt
 from telebench.render.load import ensure_summary
+from telebench.render.methods import methods_section, primary_line
 from telebench.render.plots import plot_group
-from telebench.render.terminal import COLUMNS, report_settings, summary_cells
+from telebench.render.preregistered import exploratory_rows, family_tag, markdown_sections, summary_heading
+from telebench.render.terminal import COLUMNS, summary_cells
+from telebench.render.tuning import tuning_section
 
 Row = dict[str, Any]
 
@@ -74,16 +77,18 @@ def render_markdown(results: dict[str, Any], plots: dict[GroupKey, str]) -> str:
         _header_line(results),
         str(results.get("description") or "").strip(),
         *_notes(results, trials),
+        *markdown_sections(results, _table),  # the pre-registered comparisons first, where the suite declared them
         "## Environment",
         _environment_table(results.get("environment") or {}),
         "## Target",
         _target_section(rows, trials),
-        "## Summary",
-        _primary_line(results),
-        _table(list(COLUMNS), [summary_cells(r) for r in rows]) if rows else "No finished trials.",
+        *tuning_section(results),
+        *summary_heading(results),
+        primary_line(results),
+        _table(list(COLUMNS), [summary_cells(r) for r in exploratory_rows(rows)]) if rows else "No finished trials.",
         LEGEND,
         "## Methods",
-        _methods_section(results),
+        methods_section(results),
         "## Final losses",
         _final_losses_section(rows),
         *_case_sections(rows, plots),
@@ -118,7 +123,7 @@ def verdict_sentence(row: Row, base: Row | None) -> str:
         sentence += "; final loss, arm − baseline: " + ", ".join(effects)
     overhead = fmt.stat(row.get("teleport_overhead"))
     if overhead is not None:
-        what = "optimizer resets" if row.get("arm_kind") == "reset-only" else "teleports"
+        what = {"reset-only": "optimizer resets", "lr-bump": "factor measurements"}.get(str(row.get("arm_kind")), "teleports")
         sentence += f"; {what} cost {fmt.percent(overhead)} of training time"
     both = (row.get("speedup_time") or {}).get("both_missed") or 0
     if both:
@@ -256,46 +261,6 @@ def _target_section(rows: list[Row], trials: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _primary_line(results: dict[str, Any]) -> str:
-    metric, alpha, m = report_settings(results)
-    return (f"**Primary metric: {fmt.metric_name(metric)}.** Verdicts: {TEST_NAME}, {CORRECTION_NAME}-corrected "
-            f"over {m} comparison(s) at α = {alpha:g}; intervals: {INTERVAL_NAME}, at the level shown.")
-
-
-def _methods_section(results: dict[str, Any]) -> str:
-    """The statistics behind every number, by name, with one reason each."""
-    metric, alpha, m = report_settings(results)
-    need = min_pairs_for(alpha)
-    items = [
-        f"**Primary metric**: {fmt.metric_name(metric)} (`{metric}`). Only it decides verdicts; the other metrics "
-        "are shown beside it, each Holm-corrected over its own rows.",
-        f"**Test**: {TEST_NAME} on the per-seed paired effect, over the seeds whose sign is known (ties "
-        "dropped). Under no effect each known sign is a fair coin, whatever the censoring, so the p-value is "
-        f"exact at any n; it needs ≥ {need} informative seeds to reach α = {alpha:g}.",
-        f"**Interval**: {INTERVAL_NAME}: lower end the k-th smallest per-seed lower bound, upper end the k-th "
-        "largest upper bound, level ≥ 1 − 2·P(Binom(n, ½) ≤ k − 1) for any distribution (censoring only "
-        "widens it); k is the largest reaching 95%, else 1, and the level printed is the one reached; "
-        "below 80% it is called a range.",
-        "**Censoring**: a miss is right-censored at its own training clock (or steps): with the arm censored "
-        "the per-seed log-speedup is at most log(baseline / arm's budget), with the baseline censored at "
-        "least log(baseline's budget / arm); seeds where both missed are left out. A median only bounded "
-        "is printed as a bound, never as ∞. Never-censored metrics stand beside it: final training and "
-        "validation loss and the area under the log training-loss curve (a diverged trial is worse than "
-        "any finite loss).",
-        f"**Correction**: {CORRECTION_NAME}'s step-down over the m = {m} comparisons that can get *faster* or "
-        f"*slower* (rows with a p-value, identical arms excepted): the chance of any false verdict in this "
-        f"report is at most {alpha:g}.",
-        "**identical**: every history point (step, training and validation loss, validation accuracy) and "
-        "every final value equal the baseline's bit for bit on every paired seed; such an arm did nothing.",
-        f"**too few seeds**: fewer than {need} informative seeds, so no outcome of the test could reach "
-        f"α = {alpha:g} (2·½⁵ = 0.0625).",
-        "**Seeds advice**: σ = the standard deviation of the per-seed log-effects; under a true 10% effect a "
-        "seed favours the arm with probability Φ(log 1.1 / σ); the advice is the smallest n whose sign test "
-        "then reaches α with 80% power (alone, and at α/m among this report's comparisons).",
-    ]
-    return "\n".join(f"- {item}" for item in items)
-
-
 def _case_sections(rows: list[Row], plots: dict[GroupKey, str]) -> list[str]:
     """Per case: the plot and one verdict sentence per arm for each optimizer and device."""
     parts: list[str] = []
@@ -311,7 +276,7 @@ def _case_sections(rows: list[Row], plots: dict[GroupKey, str]) -> list[str]:
                     f"![{case}, {key[1]} on {key[2]}: target metric against step and training clock]"
                     f"({plots[key]})"
                 )
-            sentences = [f"- {verdict_sentence(r, base)}" for r in group if r is not base]
+            sentences = [f"- {family_tag(r)}{verdict_sentence(r, base)}" for r in group if r is not base]
             if base is None:
                 sentences.append("- No baseline arm ran here, so no speedups could be computed.")
             parts.append("\n".join(sentences) or "- Only the baseline ran here.")
@@ -426,7 +391,7 @@ def _table(header: list[str], rows: Iterable[list[str]]) -> str:
     right = {
         i
         for i, h in enumerate(header)
-        if h not in ("case", "optimizer", "device", "arm", "verdict", "key", "value")
+        if h not in ("case", "optimizer", "device", "arm", "against", "verdict", "key", "value")
         and not h.startswith("case /")
     }
     sep = "|" + "|".join("---:" if i in right else "---" for i in range(len(header))) + "|"

@@ -15,6 +15,8 @@ from rich.text import Text
 from telebench.analysis.censored import INTERVAL_NAME, TEST_NAME
 from telebench.analysis.verdicts import ALPHA, CORRECTION_NAME, min_pairs_for
 from telebench.render import fmt
+from telebench.render.preregistered import correction_phrase, exploratory_rows
+from telebench.render.preregistered import render_terminal as render_preregistered
 
 VERDICT_STYLE = {
     "faster": "bold green",
@@ -106,9 +108,11 @@ def render_terminal(results: dict[str, Any], console: Console) -> None:
     if not rows:
         console.print("No finished trials to summarise.")
         return
+    render_preregistered(results, console)  # the declared comparisons first, where the suite declared them
     left_out: list[str] = []
-    for case in dict.fromkeys(r["case"] for r in rows):
-        table, dropped = fitting_table(case, [r for r in rows if r["case"] == case], console)
+    shown = exploratory_rows(rows)
+    for case in dict.fromkeys(r["case"] for r in shown):
+        table, dropped = fitting_table(case, [r for r in shown if r["case"] == case], console)
         console.print(table)
         left_out += [name for name in dropped if name not in left_out]
     if left_out:
@@ -125,8 +129,9 @@ def footer_lines(results: dict[str, Any]) -> list[str]:
     """What the columns mean, in a few lines."""
     metric, alpha, m = report_settings(results)
     return [
-        f"verdicts on the primary metric, {fmt.metric_name(metric)}: {TEST_NAME}, {CORRECTION_NAME} over "
-        f"{m} comparison(s) at α = {alpha:g}; a verdict needs ≥ {min_pairs_for(alpha)} informative seeds.",
+        f"verdicts on the primary metric, {fmt.metric_name(metric)}: {TEST_NAME}, {CORRECTION_NAME} "
+        f"{correction_phrase(results, m)} at α = {alpha:g}; a verdict needs ≥ {min_pairs_for(alpha)} informative "
+        "seeds.",
         f"speedup = baseline / arm per paired seed: median, then its {INTERVAL_NAME} (its real level in "
         "'CI'; 'range' below 80%); a miss is censored at its budget, so '≥'/'≤' mark bounds.",
         "Δ loss = arm − baseline final loss, relative (train / val); seeds 10%: seeds its spread needs to "
