@@ -215,6 +215,25 @@ def test_a_plan_over_the_unit_limit_is_refused_by_validate_list_and_run(tmp_path
     assert not (tmp_path / "reports").exists()
 
 
+def test_the_plan_is_counted_not_built_before_the_limit(tmp_path: Path, monkeypatch) -> None:
+    from telebench.experiments.pairs import plan as pairs_plan
+    from telebench.experiments.registry import load_config
+
+    root = Path(__file__).parents[1] / "suites"
+    for name in ("quickstart.yaml", "paper-optimizers-v2.yaml", "real-cnn.yaml"):  # tuning, calibration, arms
+        _, suite = load_config(str(root / name), overrides_from_options())
+        assert pairs_plan.count_trials(suite) == len(pairs_plan.expand(suite)), name
+    monkeypatch.setattr(suite_commands, "MAX_PLANNED_UNITS", 10)
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the plan was expanded before its size was checked")
+
+    monkeypatch.setattr(pairs_plan, "expand", never)
+    path = str(write(tmp_path, SUITE))
+    message = refusal(lambda: suite_commands.run_suite(path, overrides_from_options(seeds="0-5")))
+    assert "plans 12 trials, over the limit of 10" in message
+
+
 # ---- results files that are folders or devices ------------------------------------------------------
 
 

@@ -29,10 +29,16 @@ def show_suite(path: str, overrides: Overrides, *, plan: bool, console: Console 
 
 def check_plan_size(exp: Experiment[Any], config: Any, path: str) -> None:
     """Refuse a plan too big to run (or to hold a journal of) before any work starts."""
-    units = [u for task in exp.plan(config) for u in task]
-    if len(units) > MAX_PLANNED_UNITS:
-        noun = "trial" if exp.kind == "train" else units[0].noun
-        raise UserError(f"{path}: plans {len(units):,} {noun}s, over the limit of {MAX_PLANNED_UNITS:,} per run; "
+    from telebench.experiments.pairs.plan import count_trials
+    from telebench.experiments.pairs.schema import Suite
+
+    if isinstance(config, Suite):  # counted, not expanded: a huge plan is refused before it is held
+        count, noun = count_trials(config), "trial"
+    else:
+        units = [u for task in exp.plan(config) for u in task]
+        count, noun = len(units), (units[0].noun if units else "unit")
+    if count > MAX_PLANNED_UNITS:
+        raise UserError(f"{path}: plans {count:,} {noun}s, over the limit of {MAX_PLANNED_UNITS:,} per run; "
                         "narrow it with --seeds or --cases, or split the suite into several.")
 
 

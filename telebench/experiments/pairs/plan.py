@@ -47,6 +47,19 @@ def expand(suite: Suite) -> list[TrialSpec]:
     return plan
 
 
+def count_trials(suite: Suite) -> int:
+    """How many trials `expand` would plan, by arithmetic: the plan's size is checked before it is built,
+    so a suite of 100,000 seeds × arms is refused without first holding every trial in memory."""
+    total = 0
+    for case in suite.cases:
+        baseline = any(arm.kind == "baseline" for arm in case.arms)
+        calibration = len(case.calibration_seeds) if baseline and case.target.value is None else 0
+        tuning = len(case.tune_lr.grid) * len(case.calibration_seeds) if case.tune_lr is not None else 0
+        per_device = calibration + len(case.seeds) * len(case.arms)
+        total += len(case.optimizers) * (tuning + len(case.devices) * per_device)
+    return total
+
+
 def _teleport_spec(case: Case, opt: OptimizerConfig, arm: ArmConfig) -> TeleportSpec | None:
     """What an arm does at its teleport steps. reset-only always restarts the optimizer there,
     whatever policy its teleport settings name: it is the control for the restart alone."""
