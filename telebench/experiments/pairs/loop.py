@@ -250,23 +250,42 @@ class PairRunner:
         and every arm of a seed draws the same numbers at the same step."""
         return torch.Generator(device=self.device).manual_seed(arm.spec.seed * 1_000_003 + arm.step)
 
-    def _train_step(self, arm: _ArmState) -> None:
-        if arm.step in arm.schedule:
-            self._teleport(arm)  # times itself: teleport work on the train and teleport clocks, checks off
-        with arm.clock.span("train"):
-            optimizer_step(arm.model, arm.optimizer, self.loss_fn, *arm.stream.next())
-            if arm.bump_left:  # lr-bump: the bump's last step restores the lr
-                arm.bump_left -= 1
-                if not arm.bump_left:
-                    scale_lrs(arm.optimizer, arm.base_lrs, 1.0)
-        arm.step += 1
+    def _train_until(self, arm: _ArmState, stop: int) -> None:
+        """Train `arm` up to step `stop`: the scheduled event (teleport, reset or lr bump) before its step, and
+        the plain steps between two events in one train span. The train clock still covers every step's data,
+        forward, backward and update; stamped once a stretch instead of once a step, it carries none of the
+        loop's own bookkeeping, and on CUDA it records two events a stretch (README, Performance)."""
+        while arm.step < stop:
+            if arm.step in arm.schedule:
+                self._teleport(arm)  # times itself: teleport work on the train and teleport clocks, checks off
+            end = next((s for s in range(arm.step + 1, stop) if s in arm.schedule), stop) if arm.schedule else stop
+            if arm.bump_left:  # lr-bump: the stretch ends with the bump's last step
+                end = min(end, arm.step + arm.bump_left)
+            with arm.clock.span("train"):
+                begin = arm.step
+                self._steps(arm, end)
+                if arm.bump_left:  # lr-bump: the bump's last step restores the lr
+                    arm.bump_left -= arm.step - begin
+                    if not arm.bump_left:
+                        scale_lrs(arm.optimizer, arm.base_lrs, 1.0)
+
+    def _steps(self, arm: _ArmState, end: int) -> None:
+        """Optimizer steps up to step `end` with nothing else in the loop; `arm.step` counts the finished ones,
+        also when one raises."""
+        step, model, optimizer, loss_fn, batch = optimizer_step, arm.model, arm.optimizer, self.loss_fn, arm.stream.next
+        done = arm.step
+        try:
+            while done < end:
+                step(model, optimizer, loss_fn, *batch())
+                done += 1
+        finally:
+            arm.step = done
 
     def _advance(self, arm: _ArmState, until_step: int) -> None:
         """Train `arm` up to `until_step` (or its budget), then evaluate off the clock."""
         t0 = time.perf_counter()
         try:
-            while arm.step < min(until_step, arm.total_steps):
-                self._train_step(arm)
+            self._train_until(arm, min(until_step, arm.total_steps))
             ok = self._evaluate(arm)
         except Exception as exc:  # a crashing arm is recorded, its siblings go on
             arm.status = "error"

@@ -35,7 +35,8 @@ def expand(suite: Suite) -> list[TrialSpec]:
                                      device=device, seed=0, batch_size=case.batch_size, budget=case.budget.to_spec(),
                                      eval_every=case.eval_every, target=case.target.to_spec(),
                                      eval_batch_size=case.eval_batch_size,
-                                     pretrain=case.pretrain.to_spec() if case.pretrain else None)
+                                     pretrain=case.pretrain.to_spec(opt.lr if case.tune_lr else None)
+                                     if case.pretrain else None)
                 if d == 0:
                     plan += tuning_trials(case, opt, template)
                 if baseline is not None and case.target.value is None:  # a derived target: calibration runs

@@ -263,8 +263,10 @@ class PretrainConfig(Strict):
             raise ValueError(f"every_epochs {self.every_epochs} is more than max_epochs {self.max_epochs}")
         return self
 
-    def to_spec(self) -> PretrainSpec:
-        return PretrainSpec(self.patience, self.max_epochs, self.holdout, self.every_epochs, self.lr)
+    def to_spec(self, lr: float | None = None) -> PretrainSpec:
+        """`lr` stands in for an unset lr (a `tune_lr` case pretrains at the written lr in every stage)."""
+        return PretrainSpec(self.patience, self.max_epochs, self.holdout, self.every_epochs,
+                            self.lr if self.lr is not None else lr)
 
 
 class CaseConfig(Strict):

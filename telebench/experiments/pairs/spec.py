@@ -128,7 +128,10 @@ class TrialSpec:
     noun: ClassVar[str] = "arm"  # what executors call one unit of a pair
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if out["pretrain"] is None:  # added later: an unpretrained trial's record reads exactly as before
+            del out["pretrain"]
+        return out
 
     def label(self) -> str:
         if self.role == "tuning":
@@ -149,8 +152,8 @@ class TrialSpec:
         """Stable content hash: a rerun with the same spec skips the trial."""
         fields = self.to_dict()
         for name, default in _HASHED_UNLESS_DEFAULT.items():  # fields added later: old ids stay valid
-            if fields[name] == default:
-                del fields[name]
+            if fields.get(name, default) == default:
+                fields.pop(name, None)
         for name, default in _MODEL_HASHED_UNLESS_DEFAULT.items():  # model families came after MLPs
             if fields["model"][name] == default:
                 del fields["model"][name]
