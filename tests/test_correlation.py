@@ -261,3 +261,16 @@ def test_a_second_run_into_a_study_folder_is_refused(tmp_path):
     with lock(out), pytest.raises(UserError, match="another telebench run is writing this folder"):
         run_study(study, out, console=_quiet())
     assert not (out / "networks.jsonl").exists()
+
+
+def test_list_prints_each_case_and_a_rough_time_from_a_probe(tmp_path):
+    result = CliRunner().invoke(app, ["list", str(_write(tmp_path, STUDY))])
+    assert result.exit_code == 0, result.output
+    assert "digits: 3 × digits 64-8-10 sgd lr 0.05, batch 16, 20 steps" in result.output
+    assert "s/epoch" in result.output and "rough time on one core" in result.output
+    stopped = _edited(lambda d: d["cases"][0].update(
+        budget=None, early_stopping={"patience": 2, "max_epochs": 5, "holdout": 100}))
+    result = CliRunner().invoke(app, ["list", str(_write(tmp_path, stopped))])
+    assert result.exit_code == 0, result.output
+    assert "early stopping on 100 held-out training samples (patience 2" in result.output
+    assert "at most" in result.output

@@ -80,3 +80,37 @@ def correlate(
     low, high = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
     return Correlation(method, finite(float(statistic(xs, ys))), finite(low), finite(high),
                        finite(float(test.pvalue)), n)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The median and range of a quantity over a case's networks (its finite values only)."""
+
+    n: int
+    median: float | None
+    low: float | None
+    high: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def spread(values: Sequence[float | None]) -> Spread:
+    """Median, minimum and maximum of the finite values, and how many there are."""
+    kept = np.array([float(v) for v in values if v is not None and math.isfinite(float(v))], dtype=float)
+    if not len(kept):
+        return Spread(0, None, None, None)
+    return Spread(len(kept), float(np.median(kept)), float(kept.min()), float(kept.max()))
+
+
+def training_summary(networks: Sequence[dict[str, Any]], max_epochs: float | None = None) -> dict[str, Any]:
+    """How far a case's trained networks got, so a reader can see that they are trained: the epochs at which
+    early stopping stopped them and those of their restored weights (absent for a fixed budget), how many ran
+    to ``max_epochs``, and their validation and training accuracy and losses."""
+    ok = [n for n in networks if n.get("status") == "ok"]
+    summary = {key: spread([n.get(key) for n in ok]).to_dict()
+               for key in ("val_accuracy", "val_loss", "train_accuracy", "train_loss", "stop_epoch", "best_epoch")}
+    stops = [n["stop_epoch"] for n in ok if n.get("stop_epoch") is not None]
+    if max_epochs is not None and stops:
+        summary["at_max_epochs"] = sum(s >= max_epochs - 1e-9 for s in stops)
+    return summary

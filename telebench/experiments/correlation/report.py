@@ -14,7 +14,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from telebench.analysis.correlation import METHODS, correlate
+from telebench.analysis.correlation import METHODS, correlate, training_summary
 from telebench.experiments.correlation.schema import Study, StudyCase
 from telebench.experiments.correlation.train import NetworkRecord
 from telebench.render.figures import new_figure, save_figure
@@ -41,14 +41,67 @@ def case_results(study: Study, records: Sequence[NetworkRecord]) -> list[dict[st
     cases = []
     for case in study.cases:
         mine = sorted((r for r in records if r.case == case.name), key=lambda r: r.seed)
+        networks = [r.to_dict() for r in mine]
         cases.append({
             "name": case.name,
             "config": case.describe(),
-            "networks": [r.to_dict() for r in mine],
+            "networks": networks,
             "diverged": sum(r.status != "ok" for r in mine),
+            "training": training_summary(networks, _max_epochs(case.describe())),
             "correlations": correlations(case, mine),
         })
     return cases
+
+
+def _max_epochs(config: dict[str, Any]) -> float | None:
+    stop = config.get("early_stopping")
+    return float(stop["max_epochs"]) if isinstance(stop, dict) and "max_epochs" in stop else None
+
+
+def training_of(case: dict[str, Any]) -> dict[str, Any]:
+    """A case's training summary: as recorded, or, in files written before it was, from its networks."""
+    found = case.get("training")
+    return found if isinstance(found, dict) else training_summary(case["networks"], _max_epochs(case["config"]))
+
+
+def budget_words(config: dict[str, Any]) -> str:
+    """How a case's networks were trained: a fixed budget, or early stopping on a holdout of the training split."""
+    stop = config.get("early_stopping")
+    if not isinstance(stop, dict):
+        return f"budget {config.get('budget')}"
+    delta = f", improvements over {stop['min_delta']:g}" if stop.get("min_delta") else ""
+    return (f"early stopping on a calibration holdout of {stop['holdout']} training samples (never the validation "
+            f"split): checked every {stop['every_epochs']:g} epochs, stopped after {stop['patience']} checks without "
+            f"improvement{delta} or at {stop['max_epochs']} epochs, the best weights restored and measured")
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f} %"
+
+
+def _num(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3g}"
+
+
+def trained_words(case: dict[str, Any]) -> str:
+    """How trained a case's networks are: where early stopping stopped them, and their accuracy."""
+    summary = training_of(case)
+    parts = []
+    stop, best = summary.get("stop_epoch", {}), summary.get("best_epoch", {})
+    if stop.get("n"):
+        parts.append(f"stopped at epoch {_num(stop['median'])} (median; range {_num(stop['low'])}–{_num(stop['high'])})"
+                     f", best weights from epoch {_num(best.get('median'))} (median)")
+        if "at_max_epochs" in summary:
+            parts.append(f"{summary['at_max_epochs']} of {stop['n']} ran to max_epochs")
+    val, train = summary.get("val_accuracy", {}), summary.get("train_accuracy", {})
+    if val.get("n"):
+        parts.append(f"median validation accuracy {_pct(val['median'])} (range {_pct(val['low'])}–{_pct(val['high'])})")
+    if train.get("n"):
+        parts.append(f"median training accuracy {_pct(train['median'])}")
+    sizes = {n.get("train_size") for n in case["networks"]} - {None}
+    if len(sizes) == 1:
+        parts.append(f"trained on {sizes.pop()} training samples")
+    return "; ".join(parts)
 
 
 def _fmt(x: float | None, digits: int = 2) -> str:
@@ -142,8 +195,11 @@ def _case_section(case: dict[str, Any], plots: dict[tuple[str, str], str]) -> li
         f"{len(case['networks'])} networks ({case['diverged']} diverged), {cfg['dataset']['name']} "
         f"{'-'.join(map(str, cfg['model']['widths']))} {cfg['model']['activation']}, "
         f"{cfg['optimizer']['name']} lr {cfg['optimizer']['lr']:g}, batch {cfg['batch_size']}, "
-        f"budget {cfg['budget']}, metrics measured on {cfg['measure_batch']} training samples."
+        f"{budget_words(cfg)}; metrics measured on {cfg['measure_batch']} training samples."
     )
+    trained = trained_words(case)
+    if trained:
+        lines.append(f"Networks: {trained}.")
     if ok:
         val = np.array([n["val_loss"] for n in ok])
         lines.append(f"Validation loss over the networks: median {np.median(val):.4f}, "
@@ -222,4 +278,8 @@ def render_terminal(results: dict[str, Any], console: Console) -> None:
             table.add_row(case["name"], c["metric"], titles.get(c["metric"], c["metric"]), f"{_fmt(pearson['r'])} {_ci(pearson)}",
                           f"{_fmt(c['r'])} {_ci(c)}", c["verdict"])
     console.print(table)
+    for case in results["cases"]:
+        trained = trained_words(case)
+        if trained:
+            console.print(f"{case['name']}: {trained}", highlight=False, markup=False)
 

@@ -5,6 +5,10 @@ different seeds and measures them once at the end, so it has no arms, targets or
 keys may come from `defaults`; a case's key replaces the default as a whole, except `model`, which
 merges key by key. Every mapping rejects unknown keys. Errors are one sentence naming the file and
 the key path, as for suites.
+
+A case trains for a fixed `budget` or, with `early_stopping`, until the loss on a calibration
+holdout carved from the training split stops improving (the two are mutually exclusive; a case
+drops an inherited one with `budget: null` or `early_stopping: null`).
 """
 
 from __future__ import annotations
@@ -16,7 +20,16 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from telebench.config import registry
-from telebench.config.base import DatasetConfig, ModelConfig, NonNegInt, PosFloat, PosInt, Strict, check_name
+from telebench.config.base import (
+    DatasetConfig,
+    ModelConfig,
+    NonNegFloat,
+    NonNegInt,
+    PosFloat,
+    PosInt,
+    Strict,
+    check_name,
+)
 from telebench.config.errors import validation_error
 from telebench.errors import UserError
 from telebench.symmetry.objectives.curvature_reference import REFERENCE_BATCH, REFERENCE_DRAWS
@@ -94,6 +107,23 @@ class Budget(Strict):
         return self
 
 
+class EarlyStopping(Strict):
+    """Train until the loss on a holdout of the training split stops improving, then restore the best weights."""
+
+    patience: PosInt = 3  # checks without an improvement before stopping
+    max_epochs: PosInt = 40
+    holdout: PosInt = 5000  # training samples set aside (the networks train on the rest)
+    every_epochs: PosFloat = 1.0  # epochs between checks
+    min_delta: NonNegFloat = 0.0  # an improvement must lower the best holdout loss by more than this
+    seed: NonNegInt = 0  # the holdout's permutation of the training split, the same for every network
+
+    @model_validator(mode="after")
+    def _check_within_max(self) -> EarlyStopping:
+        if self.every_epochs > self.max_epochs:
+            raise ValueError(f"every_epochs ({self.every_epochs:g}) must not exceed max_epochs ({self.max_epochs})")
+        return self
+
+
 class StudyCaseConfig(Strict):
     dataset: DatasetConfig | None = None
     model: ModelConfig | None = None
@@ -102,6 +132,7 @@ class StudyCaseConfig(Strict):
     seed_start: NonNegInt = 0
     batch_size: PosInt = 20
     budget: Budget | None = None
+    early_stopping: EarlyStopping | None = None
     measure_batch: PosInt = 2000
     metrics: dict[str, Metric] | None = Field(default=None, min_length=1)
 
@@ -131,6 +162,22 @@ class MetricSpec:
 
 
 @dataclass(frozen=True)
+class EarlyStoppingSpec:
+    """A case's early stopping, resolved: see `EarlyStopping` for the fields."""
+
+    patience: int
+    max_epochs: int
+    holdout: int
+    every_epochs: float
+    min_delta: float = 0.0
+    seed: int = 0
+
+    def describe(self) -> dict[str, Any]:
+        return {"patience": self.patience, "max_epochs": self.max_epochs, "holdout": self.holdout,
+                "every_epochs": self.every_epochs, "min_delta": self.min_delta, "seed": self.seed}
+
+
+@dataclass(frozen=True)
 class StudyCase:
     """A case with defaults merged: plain data, picklable for worker processes."""
 
@@ -141,17 +188,29 @@ class StudyCase:
     networks: int
     seed_start: int
     batch_size: int
-    budget_kind: str  # steps | epochs
-    budget_value: float
+    budget_kind: str  # steps | epochs | early_stopping
+    budget_value: float  # early_stopping: its max_epochs
     measure_batch: int
     metrics: tuple[MetricSpec, ...]
+    early_stopping: EarlyStoppingSpec | None = None
 
     @property
     def seeds(self) -> range:
         return range(self.seed_start, self.seed_start + self.networks)
 
+    def budget_text(self) -> str:
+        """The training budget in words, for `list` and reports."""
+        stop = self.early_stopping
+        if stop is None:
+            return f"{self.budget_value:g} {self.budget_kind}"
+        return (f"early stopping on {stop.holdout} held-out training samples (patience {stop.patience}, "
+                f"every {stop.every_epochs:g} epochs, at most {stop.max_epochs} epochs)")
+
     def describe(self) -> dict[str, Any]:
-        """The case as JSON-able plain data, for results files."""
+        """The case as JSON-able plain data, for results files. A case with a fixed budget describes itself
+        exactly as before early stopping existed, so its `case_key`, and an old output folder's resume, hold."""
+        training: dict[str, Any] = ({"budget": {self.budget_kind: self.budget_value}} if self.early_stopping is None
+                                    else {"early_stopping": self.early_stopping.describe()})
         return {
             "name": self.name,
             "dataset": {"name": self.dataset.name, **dict(self.dataset.params)},
@@ -161,7 +220,7 @@ class StudyCase:
             "networks": self.networks,
             "seeds": [self.seed_start, self.seed_start + self.networks - 1],
             "batch_size": self.batch_size,
-            "budget": {self.budget_kind: self.budget_value},
+            **training,
             "measure_batch": self.measure_batch,
             "metrics": {m.label: {"metric": m.kind, **m.options()} for m in self.metrics},
         }
@@ -217,12 +276,39 @@ def _metric(source: str, where: str, label: str, metric: SharpnessMetric | Curva
     return MetricSpec(label, metric.metric, freeze(metric.model_dump(exclude={"metric"})))
 
 
+def _training(source: str, merged: dict[str, Any], case: CaseInput, index: int,
+              n_train: int | None) -> tuple[str, float, EarlyStoppingSpec | None, int | None]:
+    """A case's training, (budget kind, budget value, early stopping, training samples it trains on): a fixed
+    `budget` or `early_stopping`, never both; the early-stopping holdout is taken from the training split."""
+    budget: Budget | None = merged.get("budget")
+    stop: EarlyStopping | None = merged.get("early_stopping")
+    if budget is not None and stop is not None:
+        raise _fail(source, _where("early_stopping", case, index),
+                    f"budget ({_where('budget', case, index)}) and early_stopping are mutually exclusive; keep one "
+                    "(a case drops an inherited one with `budget: null` or `early_stopping: null`)")
+    if budget is None and stop is None:
+        raise _fail(source, f"cases[{index}].budget", "is missing; set budget (or early_stopping) in the case or under "
+                    "defaults")
+    if stop is None:
+        assert budget is not None
+        value = budget.steps if budget.steps is not None else budget.epochs
+        assert value is not None  # Budget holds exactly one of the two
+        return "steps" if budget.steps is not None else "epochs", float(value), None, n_train
+    batch_size = merged.get("batch_size", 20)
+    if n_train is not None and stop.holdout + batch_size > n_train:
+        raise _fail(source, _where("early_stopping", case, index) + ".holdout",
+                    f"{stop.holdout} held-out samples leave fewer than one batch ({batch_size}) of the {n_train} "
+                    f"training samples to train on; use at most {n_train - batch_size}")
+    spec = EarlyStoppingSpec(stop.patience, stop.max_epochs, stop.holdout, stop.every_epochs, stop.min_delta, stop.seed)
+    return "early_stopping", float(stop.max_epochs), spec, None if n_train is None else n_train - stop.holdout
+
+
 def _resolve(source: str, defaults: StudyCaseConfig, case: CaseInput, index: int, networks: int | None) -> StudyCase:
     merged = _merge(defaults, case)
-    for key in ("dataset", "model", "optimizer", "budget", "metrics"):
+    for key in ("dataset", "model", "optimizer", "metrics"):
         if merged.get(key) is None:
             raise _fail(source, f"cases[{index}].{key}", "is missing; set it in the case or under defaults")
-    dataset, model, optimizer, budget = merged["dataset"], merged["model"], merged["optimizer"], merged["budget"]
+    dataset, model, optimizer = merged["dataset"], merged["model"], merged["optimizer"]
     if model.widths is None:
         raise _fail(source, _where("model", case, index) + ".widths", "is missing; list every layer width, e.g. [784, 16, 10, 10]")
     try:
@@ -234,11 +320,13 @@ def _resolve(source: str, defaults: StudyCaseConfig, case: CaseInput, index: int
         raise _fail(source, _where("model", case, index) + ".widths",
                     f"must start at {n_features} inputs and end at {n_outputs} outputs for {dataset.name}, "
                     f"got {model.widths}")
+    budget_kind, budget_value, stop, n_fit = _training(source, merged, case, index, n_train)
     batch_size, measure = merged.get("batch_size", 20), merged.get("measure_batch", 2000)
+    left = "" if stop is None else " left after the early-stopping holdout"
     for key, value in (("batch_size", batch_size), ("measure_batch", measure)):
-        if n_train is not None and value > n_train:
+        if n_fit is not None and value > n_fit:
             raise _fail(source, _where(key, case, index),
-                        f"{value} is larger than the {n_train} training samples of {dataset.name}; use at most {n_train}")
+                        f"{value} is larger than the {n_fit} training samples of {dataset.name}{left}; use at most {n_fit}")
     where = _where("metrics", case, index)
     metrics = [_metric(source, f"{where}.{label}", label, metric, model) for label, metric in merged["metrics"].items()]
     count = networks if networks is not None else merged.get("networks", 30)
@@ -253,10 +341,11 @@ def _resolve(source: str, defaults: StudyCaseConfig, case: CaseInput, index: int
         networks=count,
         seed_start=merged.get("seed_start", 0),
         batch_size=batch_size,
-        budget_kind="steps" if budget.steps is not None else "epochs",
-        budget_value=float(budget.steps if budget.steps is not None else budget.epochs),
+        budget_kind=budget_kind,
+        budget_value=budget_value,
         measure_batch=measure,
         metrics=tuple(metrics),
+        early_stopping=stop,
     )
 
 

@@ -4,6 +4,10 @@ Training is untimed (nothing here is a speed measurement), so workers may share 
 network is fully determined by its case and seed: the seed fixes the initial weights and the batch
 order; the metrics are measured on one fixed subset of the training split, the same for every
 network of the case, so that their differences come from the networks, not from the data.
+
+A case trains for its fixed budget, or with early stopping (:mod:`~telebench.experiments.correlation.stopping`):
+then the training split loses its calibration holdout, and the networks train, are measured and have
+their training loss taken on what is left.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from typing import Any
 
 import torch
 
-from telebench.experiments.correlation.schema import MetricSpec, StudyCase
+from telebench.experiments.correlation.schema import EarlyStoppingSpec, MetricSpec, StudyCase
+from telebench.experiments.correlation.stopping import Holdout, split_holdout, train_early_stopping
 from telebench.symmetry.objectives.curvature import curvature
 from telebench.symmetry.objectives.curvature_reference import curvature_reference
 from telebench.symmetry.objectives.sharpness import sharpness
@@ -50,6 +55,13 @@ class NetworkRecord:
     train_seconds: float = 0.0
     measure_seconds: float = 0.0
     message: str = ""
+    # Recorded since early stopping (None in older records):
+    train_accuracy: float | None = None
+    train_size: int | None = None  # training samples the network trained on (the split less any holdout)
+    stop_epoch: float | None = None  # early stopping: epochs trained when it stopped
+    best_epoch: float | None = None  # early stopping: epochs trained by the restored, measured weights
+    best_holdout_loss: float | None = None  # early stopping: the holdout loss of those weights
+    holdout_losses: list[float | None] = field(default_factory=list)  # early stopping: at each check
 
     @property
     def gap(self) -> float:
@@ -85,24 +97,46 @@ def measure(model: torch.nn.Sequential, data: DatasetBundle, metric: MetricSpec,
     return curvature(model, x, y, **options), {}
 
 
-def train_network(case: StudyCase, seed: int, data_root: str | None = None) -> NetworkRecord:
-    """Train ``case``'s network with ``seed`` for its budget, then measure every metric of the case."""
-    data = _data(case.dataset, data_root)
-    loss_fn = loss_fn_for(data.task)
-    model = build_mlp(case.model, seed=seed)
+@functools.lru_cache(maxsize=4)
+def _case_data(spec: DatasetSpec, stop: EarlyStoppingSpec | None, data_root: str | None
+               ) -> tuple[DatasetBundle, Holdout | None]:
+    """The data a case's networks train on, and its early-stopping holdout (None with a fixed budget)."""
+    data = _data(spec, data_root)
+    return (data, None) if stop is None else split_holdout(data, stop)
+
+
+def _train(case: StudyCase, seed: int, model: torch.nn.Sequential, data: DatasetBundle,
+           holdout: Holdout | None) -> dict[str, Any]:
+    """Train ``model`` for the case's budget or until early stopping; the record's fields it fills."""
     optimizer = make_optimizer(case.optimizer, model.parameters())
     stream = BatchStream(data.x_train, data.y_train, case.batch_size, seed=seed)
+    loss_fn = loss_fn_for(data.task)
+    if case.early_stopping is not None and holdout is not None:
+        return train_early_stopping(model, optimizer, loss_fn, stream, holdout, data.task, case.early_stopping).fields()
     steps = budget_steps(case.budget_kind, case.budget_value, stream.steps_per_epoch)
+    for _ in range(steps):
+        x, y = stream.next()
+        optimizer_step(model, optimizer, loss_fn, x, y)
+    return {"steps": steps}
+
+
+def train_network(case: StudyCase, seed: int, data_root: str | None = None) -> NetworkRecord:
+    """Train ``case``'s network with ``seed`` (for its budget, or until early stopping restores its best
+    weights), then measure every metric of the case on those weights."""
+    data, holdout = _case_data(case.dataset, case.early_stopping, data_root)
+    model = build_mlp(case.model, seed=seed)
     clock = Clock(DEVICE)
     with clock.span("train"):
-        for _ in range(steps):
-            x, y = stream.next()
-            optimizer_step(model, optimizer, loss_fn, x, y)
-    train_seconds = clock.total("train")
+        trained = _train(case, seed, model, data, holdout)
     n = min(TRAIN_EVAL_SIZE, len(data.x_train))
-    train_loss, _ = evaluate(model, data.x_train[:n], data.y_train[:n], data.task)
+    train_loss, train_accuracy = evaluate(model, data.x_train[:n], data.y_train[:n], data.task)
     val_loss, val_accuracy = evaluate(model, data.x_val, data.y_val, data.task)
-    record = NetworkRecord(case.name, seed, "ok", steps, train_loss, val_loss, val_accuracy, train_seconds=train_seconds)
+    record = NetworkRecord(case.name, seed, "ok", train_loss=train_loss, val_loss=val_loss, val_accuracy=val_accuracy,
+                           train_seconds=clock.total("train"), train_accuracy=train_accuracy,
+                           train_size=len(data.x_train), **trained)
+    if case.early_stopping is not None and record.best_epoch is None:
+        record.status, record.message = "diverged", "the holdout loss was never finite; no weights to restore"
+        return record
     if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
         record.status, record.message = "diverged", f"loss became {train_loss} (train) / {val_loss} (validation)"
         return record
