@@ -209,7 +209,7 @@ def report_command(
 def export_command(
     results: Annotated[str, typer.Argument(help="A results.json written by `telebench run` (any kind).")],
     format_: Annotated[str, typer.Option("--format", help="csv or parquet (parquet needs pip install "
-                                         "'telebench[parquet]').")] = "csv",
+                                         "'telebench\\[parquet]').")] = "csv",
     out: Annotated[str | None, typer.Option(
         "--out", help="The file to write \\[default: beside RESULTS, e.g. results.csv or results-history.csv].")] = None,
     history: Annotated[bool, typer.Option(

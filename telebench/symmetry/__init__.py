@@ -23,6 +23,7 @@ from telebench.symmetry.group_registry import GROUPS, check_model, get_group
 from telebench.symmetry.groups import ExactGroup, Group, LinearGroup, RescaleGroup
 from telebench.symmetry.objectives.base import Evaluation, Objective
 from telebench.symmetry.objectives.curvature import Curvature
+from telebench.symmetry.objectives.curvature_reference import CurvatureReference
 from telebench.symmetry.objectives.grad_norm import GradNorm
 from telebench.symmetry.objectives.registry import OBJECTIVES, get_objective
 from telebench.symmetry.objectives.sharpness import Sharpness
@@ -41,6 +42,7 @@ __all__ = [
     "OBJECTIVES",
     "Architecture",
     "Curvature",
+    "CurvatureReference",
     "Evaluation",
     "ExactGroup",
     "GLDataGroup",

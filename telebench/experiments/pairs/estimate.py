@@ -15,8 +15,8 @@ plus, once per plan, what the first calls cost beyond the later ones (torch.opti
 code's imports, lazy initialisation), and, when the estimate runs in the telebench command line, that
 process's own start-up (Python, torch, telebench, the suite), which a run pays once too. Reading the
 dataset files (and importing their loaders: scikit-learn for digits) is not counted. Where probing is impossible (a CUDA device absent here, a dataset the registry cannot size,
-the probe's time limit spent) a trial falls back to the static figures below, and the estimate says
-so. Those constants were fitted on a 2-core CPU with torch 2.14 (fwd+bwd+Adam step, MLPs from 64-32-10
+the probe's time limit spent, unless another optimizer's step on the same model was measured and is
+reused) a trial falls back to the static figures below, and the estimate says so. Those constants were fitted on a 2-core CPU with torch 2.14 (fwd+bwd+Adam step, MLPs from 64-32-10
 at batch 32 to 3072-128-32-10 at batch 200, within 15 %), ignore per-process costs and are good to
 about ±3×; CUDA trials get the same static estimate, which overstates them.
 """

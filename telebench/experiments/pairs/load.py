@@ -1,10 +1,11 @@
 """Suite YAML → validated `Suite` → plan of `TrialSpec`s.
 
 `load_suite` reads the file, applies command-line overrides, validates with pydantic (models in
-suite_schema.py), merges defaults into the cases and checks what one key alone cannot show:
-model widths against the dataset, the group against the activation, teleport batches against
-the dataset size, devices against the machine. Every problem is one `UserError` sentence naming
-the file and the key path. `expand` turns the suite into the ordered, hashable plan.
+schema.py), merges defaults into the cases and checks what one key alone cannot show: model widths
+against the dataset, the group against the activation, teleport batches against the dataset size,
+devices against the machine (model families: models.py; notes: notes.py; key paths: origin.py).
+Every problem is one `UserError` sentence naming the file and the key path. `plan.expand` turns the
+suite into the ordered, hashable plan.
 """
 
 from __future__ import annotations
