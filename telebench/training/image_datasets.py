@@ -7,6 +7,9 @@ or too-small file raises a UserError that names the fix, since a suite author hi
 
 from __future__ import annotations
 
+import functools
+import gzip
+import importlib.util
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -130,13 +133,51 @@ def _mnist_like(name: str, files: Mapping[str, Path], p: dict[str, Any]) -> Data
 
 
 # ---- loaders -----------------------------------------------------------------------------------
-def load_sklearn_digits(p: dict[str, Any], data_root: str | None) -> DatasetBundle:
-    """scikit-learn's bundled 8x8 handwritten digits (real data, no download), scaled to [0, 1]."""
+def digits_file() -> Path | None:
+    """scikit-learn's bundled digits file (sklearn/datasets/data/digits.csv.gz), found without importing
+    scikit-learn, whose import alone takes seconds; None when scikit-learn or the file is not there."""
+    spec = importlib.util.find_spec("sklearn")  # a top-level name: located, not imported
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            return path
+    return None
+
+
+def read_digits_csv(path: Path) -> tuple[Tensor, Tensor]:
+    """(pixels as float32 rows in [0, 1], int64 labels) from the digits file: 1797 rows of 64 pixel counts
+    0..16 and the label. Small integers, so the pixels are bit for bit those of sklearn's load_digits / 16."""
+    rows = [[int(v) for v in line.split(",")] for line in gzip.decompress(path.read_bytes()).decode().splitlines()
+            if line.strip()]
+    table = torch.tensor(rows, dtype=torch.int64)
+    if table.shape != (DIGITS_TOTAL, 65):
+        raise ValueError(f"{path} holds a {tuple(table.shape)} table, not the {DIGITS_TOTAL} x 65 of the digits")
+    return table[:, :-1].to(torch.float32) / 16.0, table[:, -1].contiguous()
+
+
+def read_digits_sklearn() -> tuple[Tensor, Tensor]:
+    """The same (pixels, labels) through sklearn.datasets.load_digits: the fallback when the file is not found."""
     from sklearn.datasets import load_digits
 
     images, labels = load_digits(return_X_y=True)
-    x = torch.as_tensor(images, dtype=torch.float32) / 16.0
-    y = torch.as_tensor(labels, dtype=torch.int64)
+    return torch.as_tensor(images, dtype=torch.float32) / 16.0, torch.as_tensor(labels, dtype=torch.int64)
+
+
+@functools.cache
+def _digits_pool() -> tuple[Tensor, Tensor]:
+    """Read once per process (every pair of a suite loads it); callers index it, which copies."""
+    path = digits_file()
+    if path is not None:
+        try:
+            return read_digits_csv(path)
+        except (OSError, ValueError, EOFError):  # a scikit-learn whose file changed form: its own loader reads it
+            pass
+    return read_digits_sklearn()
+
+
+def load_sklearn_digits(p: dict[str, Any], data_root: str | None) -> DatasetBundle:
+    """scikit-learn's bundled 8x8 handwritten digits (real data, no download), scaled to [0, 1]."""
+    x, y = _digits_pool()
     n_train, n_val, n_test = digits_sizes(p)
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(p["split_seed"]))
     test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
