@@ -39,8 +39,10 @@ from telebench.training.specs import DatasetSpec, ModelSpec, OptimizerSpec
 
 TELEPORT = TeleportSpec(group="rescale", steps=3, lr=1e-2, batch_size=64, schedule=ScheduleSpec("at_steps", steps=(0, 10)))
 # Summary fields built from clocks: the primary metric (time to target) is copied to the top of every row.
+# Everything the training clock decides (the primary metric is time to target): values, verdicts, and
+# Holm's family size and wording, which count the rows whose time comparison has a p-value.
 TIMING_KEYS = {"time_to_target_s", "teleport_overhead", "speedup_time", "verdict", "spread", "seeds_needed",
-               "seeds_needed_holm", *COMPARISON_FIELDS}
+               "seeds_needed_holm", "holm_m", "correction", *COMPARISON_FIELDS}
 
 
 def trial(arm: str, seed: int, steps: int = 30, kind: str | None = None, teleport: TeleportSpec | None = TELEPORT) -> TrialSpec:
