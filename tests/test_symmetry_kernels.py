@@ -159,3 +159,131 @@ def test_transforms_of_a_wide_gl_data_teleport_reproduce_the_move():
     generic = _generic(Problem(check_model(twin, "gl-data"), x, y, F.cross_entropy), get_group("gl-data"),
                        get_objective("grad_norm"), SearchOptions(steps=4, lr=0.05, normalize_step=True))
     assert rec.algebra_norm == pytest.approx(float(norm(generic.algebra)), rel=1e-8)
+
+
+@pytest.mark.parametrize("scale", [0.5, -3.0, torch.tensor(0.02, dtype=F64)])
+def test_the_step_size_folded_into_the_series_is_the_exponential_of_the_scaled_matrix(scale):
+    gen = torch.Generator().manual_seed(7)
+    mats = [torch.randn(n, n, dtype=F64, generator=gen) * 0.3 for n in (6, 9)]
+
+    def taylor(a: torch.Tensor) -> torch.Tensor:  # the series to 40 terms (matrix_exp is only good to ~1e-12 here)
+        term = total = torch.eye(a.shape[0], dtype=F64)
+        for k in range(1, 40):
+            term = term @ a / k
+            total = total + term
+        return total
+
+    for got, m in zip(expm_all(mats, scale=scale), mats, strict=True):
+        assert relative(got, taylor(float(scale) * m)) < 1e-14
+    u, v = torch.randn(4, 20, dtype=F64, generator=gen), torch.randn(4, 20, dtype=F64, generator=gen) / 20
+    for adaptive in (True, False):
+        assert relative(phi(v @ u.mT, adaptive=adaptive, scale=scale), phi(float(scale) * (v @ u.mT), adaptive=adaptive)) < 1e-12
+
+
+def test_a_low_rank_factor_may_form_its_second_factor_on_first_use():
+    gen = torch.Generator().manual_seed(8)
+    u, v, w = (torch.randn(3, 7, dtype=F64, generator=gen), torch.randn(3, 7, dtype=F64, generator=gen),
+               torch.randn(7, 5, dtype=F64, generator=gen))
+    calls = []
+    lazy = LowRank(u, lambda: calls.append(1) or v)
+    assert not calls
+    assert torch.allclose(lmul(lazy, w), LowRank(u, v).dense() @ w) and torch.allclose(lazy.dense(), LowRank(u, v).dense())
+    assert calls == [1]  # formed once
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_input_kernel_carries_the_input_bias_gradient(bias):
+    """K̃ = [X 1][X 1]ᵀ when the input layer has a bias: the fused value and step match the generic ones."""
+    torch.manual_seed(9)
+    model = nn.Sequential(nn.Linear(30, 8, bias=bias), nn.Tanh(), nn.Linear(8, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    grp = get_group("gl-data")
+    arch = check_model(model, grp)
+    problem = Problem(arch, torch.randn(12, 30, dtype=F64), torch.randint(0, 3, (12,)), F.cross_entropy)
+    params = arch.params()
+    kernel = GradNormKernel(problem, steps=10)
+    assert kernel.input_kernel is not None
+    state = grp.prepare(arch, params, problem.inputs)
+    ev, dparams = get_objective("grad_norm").value_and_gradient(problem, params, state)
+    live = [[w, b] for w, b in params]
+    fused = initial_state(arch, live, problem.inputs)
+    bw = kernel.backward(live, fused, second=True, value=True, loss=True)
+    assert bw.bias_grads[0] is None and ev is not None
+    assert float(bw.value) == pytest.approx(float(ev.value), rel=1e-12)
+    for step, ref in zip(kernel.algebra_gradient(live, fused, bw), grp.pullback(arch, params, state, dparams),
+                         strict=True):
+        got = step.dense if step.dense is not None else step.a.mT @ step.b
+        assert relative(got, ref) < 1e-10
+
+
+@pytest.mark.parametrize("group,widths,batch", [("gl-data", (10, 6, 5, 3), 30), ("gl-data", (10, 40, 36, 3), 8),
+                                                ("rescale", (10, 6, 5, 3), 30)])
+def test_searches_run_in_inference_mode_but_hand_back_ordinary_tensors(group, widths, batch):
+    """Closed-form heads and activations let a search run under torch.inference_mode; what it hands
+    back (moved weights, numbers, factors read through the record) can be changed in place and used
+    by autograd like any tensor."""
+    from telebench.symmetry import teleport
+    from telebench.symmetry.problem import inference_safe
+
+    torch.manual_seed(10)
+    layers: list[nn.Module] = []
+    for i in range(len(widths) - 1):
+        layers.append(nn.Linear(widths[i], widths[i + 1]))
+        if i < len(widths) - 2:
+            layers.append(nn.LeakyReLU(0.1))
+    model = nn.Sequential(*layers)
+    x, y = torch.randn(batch, widths[0]), torch.randint(0, 3, (batch,))
+    assert inference_safe(Problem(check_model(model, group), x, y, F.cross_entropy))
+    assert not inference_safe(Problem(check_model(model, group), x, y, lambda out, t: F.cross_entropy(out, t) * 2))
+    for steps in (1, 3):
+        rec = teleport(copy.deepcopy(model), x, y, F.cross_entropy, group=group, steps=steps, lr=0.05)
+        assert rec.accepted
+        for t in rec.transforms:
+            for factor in (t.left_factor, t.right_factor, t.left, t.right):
+                assert not factor.is_inference()
+                factor.add_(0.0)
+        assert rec.algebra_norm > 0
+    from telebench.symmetry.search import SearchOptions, search
+
+    problem = Problem(check_model(model, group), x, y, F.cross_entropy)
+    outcome = search(problem, get_group(group), get_objective("grad_norm"), SearchOptions(steps=2, lr=0.05))
+    tensors = [t for layer in outcome.params for t in layer if t is not None]
+    tensors += [outcome.loss_before, outcome.objective_before, *outcome.lefts, *outcome.rights, *outcome.algebra]
+    assert outcome.after is not None and outcome.after.loss is not None
+    tensors += [outcome.after.value, outcome.after.loss]
+    assert not any(t.is_inference() for t in tensors)
+    leaf = tensors[0].clone().requires_grad_()
+    (leaf * tensors[1].sum()).sum().backward()  # usable by autograd
+
+
+def test_the_rescale_search_measures_the_loss_at_the_moved_weights():
+    """The loss after a rescale teleport comes from a forward pass of the moved network (its input
+    layer's pre-activations rescaled, every later layer from its moved weights): the loss a full
+    forward pass gives at the moved weights, to rounding."""
+    from telebench.symmetry.search import SearchOptions, search
+
+    torch.manual_seed(11)
+    model = nn.Sequential(nn.Linear(12, 9), nn.ReLU(), nn.Linear(9, 7), nn.LeakyReLU(0.2), nn.Linear(7, 4)).double()
+    arch = check_model(model, "rescale")
+    problem = Problem(arch, torch.randn(40, 12, dtype=F64), torch.randint(0, 4, (40,)), F.cross_entropy)
+    outcome = search(problem, get_group("rescale"), get_objective("grad_norm"), SearchOptions(steps=6, lr=0.5))
+    assert outcome.after is not None and outcome.after.loss is not None
+    assert not torch.allclose(outcome.params[0][0], arch.params()[0][0])  # it moved
+    assert float(outcome.after.loss) == pytest.approx(float(problem.loss(outcome.params)), rel=1e-12)
+
+
+def test_a_wide_right_factor_is_applied_in_either_order():
+    """W (I + Eᵀ K⁻¹ P), as (W Eᵀ)(K⁻¹ P) or ((W Eᵀ) K⁻¹) P, and in place on a weight the search owns."""
+    from telebench.symmetry.gl_search import _wide_right
+
+    gen = torch.Generator().manual_seed(12)
+    p, e = torch.randn(5, 12, dtype=F64, generator=gen), torch.randn(5, 12, dtype=F64, generator=gen)
+    solver = WideSolver(p)
+    exact = torch.eye(12, dtype=F64) + e.mT @ torch.linalg.inv(p @ p.mT) @ p
+    for rows in (4, 20):  # narrower than the layer: K⁻¹ first; otherwise K⁻¹P first
+        w = torch.randn(rows, 12, dtype=F64, generator=gen)
+        expected = w @ exact
+        got, right = _wide_right(w, e, solver, p, owned=False)
+        assert torch.allclose(got, expected) and torch.allclose(right.dense(), exact)
+        owned = w.clone()
+        got, _ = _wide_right(owned, e, solver, p, owned=True)
+        assert got.data_ptr() == owned.data_ptr() and torch.allclose(got, expected)

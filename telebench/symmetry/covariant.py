@@ -13,21 +13,29 @@ stay vectors throughout: nothing of size width × width is formed (a 100,000-wid
 much memory as its weights).
 
 The objective at the result is the covariant one (exact up to rounding, since the gradient there is
-this transform of the measured one); the teleport measures the loss there again from the moved
-weights, which is the invariance check.
+this transform of the measured one). For rescale and ‖∇L‖² the search also measures the loss at the
+moved weights by a forward pass of the moved network (``Outcome.after.loss``, which the teleport's
+invariance check compares with the loss before): every layer from its moved weights, except that the
+input layer's pre-activations are the stored ``Z₀`` rescaled, as the gl-data search moves them, so
+no product with the inputs is repeated. The whole rescale search is one gradient, ten steps of
+vector algebra and that forward pass.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from telebench.symmetry import phases
+from telebench.symmetry.architecture import Params
 from telebench.symmetry.factors import Steps
 from telebench.symmetry.groups import ExactGroup
 from telebench.symmetry.objectives.base import Evaluation, Objective
 from telebench.symmetry.objectives.grad_norm import GradNorm
-from telebench.symmetry.problem import Problem
+from telebench.symmetry.problem import Problem, inference_safe, normal
 from telebench.symmetry.search_types import Outcome, SearchOptions, capped
 
 
@@ -121,53 +129,90 @@ class _Squares:
 
 
 def rescale_grad_norm(problem: Problem, group: ExactGroup, settings: SearchOptions) -> Outcome:
-    """The covariant search for a diagonal group and ‖∇L‖², on flat vectors (see the module docstring)."""
+    """The covariant search for a diagonal group and ‖∇L‖², on flat vectors (see the module docstring).
+
+    A step is seven vector operations: ``q⁻¹``, one product each way per middle layer, the half
+    direction ``d = q ⊙ c − r ⊘ q`` and, for ``exp``, ``θ₂ ← θ₂ + 4·lr·d`` and ``q = exp(θ₂)`` with
+    ``θ₂ = 2 Σ_k T_k`` kept instead of ``Σ_k T_k`` (so ``q = s²`` needs no doubling). Like the
+    gl-data search it runs under ``torch.inference_mode`` where nothing needs autograd, and hands
+    back ordinary tensors."""
     arch = problem.arch
     params = arch.params()
     like = params[0][0]
-    with phases.span(phases.OBJECTIVE):
-        loss, grads = problem.gradients(params)
-    exp = settings.parametrization == "exp"
-    with torch.no_grad():
+    mode: AbstractContextManager[object] = torch.inference_mode() if inference_safe(problem) else torch.no_grad()
+    with mode:
+        with phases.span(phases.OBJECTIVE):
+            forward = problem.forward(params)
+            loss, grads = problem.gradients(params, forward=forward)
         sq = _Squares(grads, arch.widths, like)
-        theta = torch.zeros_like(sq.q)  # Σ_k T_k
-        s = torch.ones_like(sq.q)  # Π_k (1 + T_k), for "linear"
-        d, t = torch.empty_like(sq.q), torch.empty_like(sq.q)
-        before = None
-        taken = 0
-        lr = settings.lr if settings.direction == "increase" else -settings.lr
-        for k in range(settings.steps):
-            with phases.span(phases.OBJECTIVE_GRAD):
-                sq.update()
-                if k == 0 or settings.cap is not None:
-                    value = sq.value()
-                    before = value if before is None else before
-                    if capped(value, settings):
-                        break
-                torch.mul(sq.q, sq.c, out=d).addcmul_(sq.r, sq.inv_q, value=-1)  # half the step direction
-                if settings.normalize_step:
-                    torch.mul(d, lr / torch.linalg.vector_norm(d).clamp_min(torch.finfo(d.dtype).tiny), out=t)
-                else:
-                    torch.mul(d, 2 * lr, out=t)
-            with phases.span(phases.GROUP_ACTION):
-                theta += t
-                if exp:
-                    torch.exp(theta.mul(2), out=sq.q)
-                else:  # s = Π(1 + t_k), which may turn negative: the invariance check then rejects it
-                    s.mul_(t.add_(1))
-                    torch.mul(s, s, out=sq.q)
-            taken += 1
-        sq.update()
-        after = sq.value()
-        before = after if before is None else before
-        with phases.span(phases.APPLY):
-            left = theta.exp() if exp else s
-            right = (-theta).exp() if exp else s.reciprocal()
-            lefts = [left[part] for part in sq.parts]
-            rights = [right[part] for part in sq.parts]
-            moved, _ = group.act(arch, params, lefts, rights)
+        before, after, taken, theta, s = _rescale_steps(sq, settings, like)
+    with phases.span(phases.APPLY), torch.no_grad():  # ordinary tensors from here on
+        theta = normal(theta)
+        exp = settings.parametrization == "exp"
+        left = theta.exp() if exp else normal(s)
+        right = (-theta).exp() if exp else left.reciprocal()
+        lefts = [left[part] for part in sq.parts]
+        rights = [right[part] for part in sq.parts]
+        moved, _ = group.act(arch, params, lefts, rights)
+    with phases.span(phases.INVARIANCE_CHECK):
+        loss_after = _moved_loss(problem, forward.z[0], lefts[0], moved)
     record = Steps(arch.widths, like, diagonal=True)
     for m, part in enumerate(sq.parts):
         record.known_lefts[m], record.known_rights[m] = lefts[m], rights[m]
         record.algebra[m].append(theta[part])
-    return Outcome(moved, record, taken, loss, before, after=Evaluation(after))
+    return Outcome(moved, record, taken, normal(loss), normal(before), after=Evaluation(normal(after), loss_after))
+
+
+def _moved_loss(problem: Problem, z0: Tensor, s0: Tensor, moved: Params) -> Tensor:
+    """The loss on the batch at the moved weights, by a forward pass of the moved network: every
+    layer from its moved weights, except that the input layer's pre-activations are the stored
+    ``Z₀`` rescaled, ``Z₀ diag(s₀)`` (what ``X (diag(s₀) W₀)ᵀ + s₀ ⊙ b₀`` is, without the product
+    with the inputs; the gl-data search moves ``Z₀`` the same way). The teleport's invariance check
+    compares it with the loss before."""
+    arch = problem.arch
+    with torch.no_grad():
+        x = z0 * s0
+        for m in range(1, len(moved)):
+            x = F.linear(arch.activate(m - 1, x), *moved[m])
+        return problem.head.loss(x)
+
+
+def _rescale_steps(sq: _Squares, settings: SearchOptions, like: Tensor,
+                   ) -> tuple[Tensor, Tensor, int, Tensor, Tensor]:
+    """The K steps on ``sq`` (its ``q`` moves): ‖∇L‖² before and after, the steps taken,
+    θ = Σ_k T_k and s = Π_k (1 + T_k) (for ``linear``)."""
+    q = sq.q
+    exp = settings.parametrization == "exp"
+    theta2 = torch.zeros_like(q)  # 2 Σ_k T_k
+    s = torch.ones_like(q)  # Π_k (1 + T_k) ("linear")
+    d = torch.empty_like(q)
+    before = None
+    taken = 0
+    lr = settings.lr if settings.direction == "increase" else -settings.lr
+    check = settings.cap is not None
+    tiny = torch.finfo(like.dtype).tiny
+    twice = 2.0 if settings.normalize_step else 4 * lr
+    for k in range(settings.steps):
+        with phases.span(phases.OBJECTIVE_GRAD):
+            sq.update()
+            if k == 0 or check:
+                value = sq.value()
+                before = value if before is None else before
+                if capped(value, settings):
+                    break
+            torch.mul(q, sq.c, out=d).addcmul_(sq.r, sq.inv_q, value=-1)  # half the step direction
+            if settings.normalize_step:  # T = lr·d/‖d‖
+                d.mul_(lr / torch.linalg.vector_norm(d).clamp_min(tiny))
+            elif not exp:  # T = 2·lr·d (for exp folded into θ₂'s update)
+                d.mul_(2 * lr)
+        with phases.span(phases.GROUP_ACTION):
+            if exp:
+                torch.exp(theta2.add_(d, alpha=twice), out=q)
+            else:  # s = Π(1 + T_k), which may turn negative: the invariance check then rejects it
+                theta2.add_(d, alpha=2.0)
+                s.mul_(d.add_(1))
+                torch.mul(s, s, out=q)
+        taken += 1
+    sq.update()
+    after = sq.value()
+    return (after if before is None else before), after, taken, theta2.mul_(0.5), s

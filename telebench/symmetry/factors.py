@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from telebench.symmetry.linalg import eye
@@ -28,13 +29,23 @@ def eye_like(t: Tensor, n: int | None = None) -> Tensor:
     return eye(t.shape[-1] if n is None else n, t.dtype, t.device)
 
 
-@dataclass(frozen=True)
 class LowRank:
-    """The ``n × n`` matrix ``I + uᵀ·core·v`` (``core`` None: the identity), kept factored."""
+    """The ``n × n`` matrix ``I + uᵀ·core·v`` (``core`` None: the identity), kept factored. ``v`` may
+    be given as a callable, formed on first use (a right factor whose ``v`` the search never needs)."""
 
-    u: Tensor  # k × n
-    v: Tensor  # k × n
-    core: Tensor | None = None  # k × k
+    __slots__ = ("u", "_v", "core")
+
+    def __init__(self, u: Tensor, v: Tensor | Callable[[], Tensor], core: Tensor | None = None) -> None:
+        self.u = u  # k × n
+        self._v = v  # k × n
+        self.core = core  # k × k
+
+    @property
+    def v(self) -> Tensor:
+        v = self._v
+        if not isinstance(v, Tensor):
+            v = self._v = v()
+        return v
 
     def _mid(self, y: Tensor) -> Tensor:
         return y if self.core is None else self.core @ y
@@ -56,11 +67,14 @@ class LowRank:
 
     def rmul_t(self, z: Tensor) -> Tensor:
         """``z @ selfᵀ``."""
-        zv = z @ self.v.mT
+        zv = F.linear(z, self.v)
         return torch.addmm(z, zv if self.core is None else zv @ self.core.mT, self.u)
 
     def dense(self) -> Tensor:
         return torch.addmm(eye_like(self.u), self.u.mT, self._mid(self.v))
+
+    def __repr__(self) -> str:
+        return f"LowRank(n={self.u.shape[-1]}, k={self.u.shape[0]})"
 
 
 @dataclass(frozen=True)
@@ -91,7 +105,7 @@ def lmul(f: Factor, w: Tensor) -> Tensor:
         return f.lmul(w)
     if f.dim() == 1:
         return f[:, None] * w if w.dim() == 2 else f * w
-    return f @ w
+    return torch.mm(f, w) if w.dim() == 2 else torch.mv(f, w)
 
 
 def rmul(w: Tensor, f: Factor) -> Tensor:
@@ -105,7 +119,7 @@ def rmul_t(z: Tensor, f: Factor) -> Tensor:
     """``z @ fᵀ`` (a batch of unit vectors, rows of ``z``, moved by ``f``)."""
     if isinstance(f, LowRank | IdentityPlus):
         return f.rmul_t(z)
-    return z * f if f.dim() == 1 else z @ f.mT
+    return z * f if f.dim() == 1 else F.linear(z, f)
 
 
 def dense(f: Factor) -> Tensor:
@@ -136,9 +150,15 @@ def compose_right(factors: Sequence[Factor], like: Tensor, n: int, diagonal: boo
     return eye_like(like, n).clone() if acc is None else acc
 
 
+def _normal(t: Tensor) -> Tensor:
+    """``t``, as an ordinary tensor if a search made it in inference mode."""
+    return t.clone() if t.is_inference() else t
+
+
 class Lazy:
     """A value computed once, on first use (the composed factors of a teleport nobody transports
-    are never formed)."""
+    are never formed), and always an ordinary tensor (never an inference-mode one, which could not
+    be changed in place or enter autograd)."""
 
     def __init__(self, make: Callable[[], Tensor]) -> None:
         self._make: Callable[[], Tensor] | None = make
@@ -147,7 +167,7 @@ class Lazy:
     def __call__(self) -> Tensor:
         if self._value is None:
             assert self._make is not None
-            self._value, self._make = self._make(), None
+            self._value, self._make = _normal(self._make()), None
         return self._value
 
 
@@ -170,15 +190,13 @@ class Steps:
     def left(self, m: int) -> Callable[[], Tensor]:
         """Hidden layer m's ``g_K ⋯ g_1``, composed on first call."""
         if m in self.known_lefts:
-            known = self.known_lefts[m]
-            return lambda: known
+            return Lazy(lambda: self.known_lefts[m])
         return Lazy(lambda: compose_left(self.lefts[m], self.like, self.widths[m], self.diagonal))
 
     def right(self, m: int) -> Callable[[], Tensor]:
         """Hidden layer m's ``r_1 ⋯ r_K``, composed on first call."""
         if m in self.known_rights:
-            known = self.known_rights[m]
-            return lambda: known
+            return Lazy(lambda: self.known_rights[m])
         return Lazy(lambda: compose_right(self.rights[m], self.like, self.widths[m], self.diagonal))
 
     def total(self) -> list[Tensor]:
@@ -187,7 +205,7 @@ class Steps:
         for m, n in enumerate(self.widths):
             parts = [t() if callable(t) else t for t in self.algebra[m]]
             shape = (n,) if self.diagonal else (n, n)
-            out.append(torch.stack(parts).sum(0) if parts else self.like.new_zeros(shape))
+            out.append(_normal(torch.stack(parts).sum(0) if parts else self.like.new_zeros(shape)))
         return out
 
 

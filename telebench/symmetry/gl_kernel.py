@@ -9,13 +9,18 @@ factors, ``G_m = δ_mᵀ H_{m-1}``. So the step is computed from batch-shaped qu
 * the input layer's gradient is never formed: ``X G₀ᵀ = (X Xᵀ) δ₀`` and ``‖G₀‖² = Σ δ₀ ⊙ (X Xᵀ δ₀)``
   with ``K = X Xᵀ`` computed once per teleport when the batch is below the input width (otherwise
   ``δ₀ᵀX`` and ``X G₀ᵀ``, the floor DESIGN.md §3 names); the Hessian-vector product's input-layer
-  block ``Ḋ₀ᵀ X`` is not computed at all, since the pull-back only needs ``Ḋ₀ᵀ X W₀ᵀ = Ḋ₀ᵀ (Z₀ − b₀)``;
+  block ``Ḋ₀ᵀ X`` is not computed at all, since the pull-back only needs ``Ḋ₀ᵀ X W₀ᵀ = Ḋ₀ᵀ (Z₀ − b₀)``,
+  and the input weight ``W₀`` itself is never read inside the search;
 * hidden layers wider than the batch use the same kernel trick with ``K = H Hᵀ``, which is also the
   Gram matrix of their least-squares solver (:class:`WideSolver`);
 * the Lie-algebra step of layer m is ``(u_m + 2Ḋ_m)ᵀ Z_m + 2δ_mᵀ (Ḣ_{m-1} W_mᵀ)``: a dense
   ``n × n`` matrix for layers no wider than the batch, and otherwise kept as its two
   ``2b × n`` factors (rank ≤ 2b), which :mod:`telebench.symmetry.gl_search` exponentiates as
   ``I + Aᵀ φ(c B Aᵀ) c B`` without forming an ``n × n`` matrix.
+
+On the paper's small nets a step is a few dozen operations on ``200 × 16`` tensors, so its cost is
+the number of operations and the Python between them, not arithmetic: the passes below keep plain
+lists, make no per-layer objects and form no transpose twice.
 
 Notation as in :meth:`Problem.gradient_and_hvp`: δ_m = ∂L/∂Z_m, R_m = δ_m W_m, Ż/Ḣ the tangent forward
 pass along the gradient, Ḋ_m its tangent backward, u_m the adjoint of the activations.
@@ -33,7 +38,7 @@ from torch import Tensor
 
 from telebench.symmetry.architecture import Architecture
 from telebench.symmetry.losses import Hvp
-from telebench.symmetry.problem import Problem
+from telebench.symmetry.problem import Derivatives, Problem, activations
 
 LayerParams = list[list[Tensor | None]]  # [[W, b], ...]: mutable, so the sweep can replace entries
 
@@ -54,24 +59,27 @@ class TallSolver:
     cond(P) ≈ 1e4), and 1.5–2× faster from 32 columns or 2000 rows on one CPU thread, where LAPACK's
     blocked Householder QR is slow for thin matrices."""
 
+    __slots__ = ("q", "r", "q_t", "r_t")
+
     def __init__(self, p: Tensor) -> None:
         if p.dtype == torch.float64 or p.shape[1] < 16 or p.numel() <= 4000:
             self.q, self.r = torch.linalg.qr(p)
-            return
-        p64 = p.double()
-        self.r = _nan_unless_factored(*torch.linalg.cholesky_ex(p64.mT @ p64)).mT.to(p.dtype)
-        self.q = torch.linalg.solve_triangular(self.r, p, upper=True, left=False)
+        else:
+            p64 = p.double()
+            self.r = _nan_unless_factored(*torch.linalg.cholesky_ex(p64.mT @ p64)).mT.to(p.dtype)
+            self.q = torch.linalg.solve_triangular(self.r, p, upper=True, left=False)
+        self.q_t, self.r_t = self.q.mT, self.r.mT
 
     def solve(self, e: Tensor) -> Tensor:
         """P⁺ E."""
-        return torch.linalg.solve_triangular(self.r, self.q.mT @ e, upper=True)
+        return torch.linalg.solve_triangular(self.r, torch.mm(self.q_t, e), upper=True)
 
     def adjoint(self, f: Tensor, x: Tensor | None = None) -> Tensor:
         """(P⁺)ᵀ F, plus (I − P P⁺) X when given: Q (R⁻ᵀF − QᵀX) + X."""
-        y = torch.linalg.solve_triangular(self.r.mT, f, upper=False)
+        y = torch.linalg.solve_triangular(self.r_t, f, upper=False)
         if x is None:
-            return self.q @ y
-        return torch.addmm(x, self.q, y - self.q.mT @ x)
+            return torch.mm(self.q, y)
+        return torch.addmm(x, self.q, y.sub_(torch.mm(self.q_t, x)))
 
 
 class WideSolver:
@@ -80,7 +88,11 @@ class WideSolver:
     more than a QR would (the error of ``P⁺E = Pᵀ(K⁻¹E)`` stays proportional to cond(P), not
     cond(P)²), then applied as one matrix product in the activations' dtype. Full row rank means
     P P⁺ = I, so the residual of the generic pull-back vanishes. A rank-deficient P gives non-finite
-    numbers, which the teleport's checks reject."""
+    numbers, which the teleport's checks reject. (A float32 Gram matrix would halve its cost at
+    widths of a few hundred, but moves a 784-256-256-10 search by ~1e-4 relative, twenty times
+    the float32 rounding of the search itself.)"""
+
+    __slots__ = ("gram", "inverse")
 
     def __init__(self, p: Tensor) -> None:
         p64 = p if p.dtype == torch.float64 else p.double()
@@ -91,7 +103,7 @@ class WideSolver:
 
     def kinv(self, y: Tensor) -> Tensor:
         """K⁻¹ Y."""
-        return self.inverse @ y
+        return torch.mm(self.inverse, y)
 
 
 Solver = TallSolver | WideSolver
@@ -108,9 +120,10 @@ class State:
     curvature: list[Tensor | None]
     solvers: list[Solver]
 
-    def add(self, arch: Architecture, m: int, z: Tensor) -> tuple[Tensor, Solver]:
-        """Append hidden layer m's state from its pre-activations; returns σ(z) and its solver."""
-        h, slope, curvature = arch.derivatives(m, z)
+    def add(self, arch: Architecture, m: int, z: Tensor, act: Derivatives | None = None) -> tuple[Tensor, Solver]:
+        """Append hidden layer m's state from its pre-activations; returns σ(z) and its solver.
+        ``act``: the layer's σ, σ', σ'' in one call (:func:`activations`), else the architecture's."""
+        h, slope, curvature = arch.derivatives(m, z) if act is None else act(z)
         solver = TallSolver(h) if h.shape[0] >= h.shape[1] else WideSolver(h)
         self.z.append(z)
         self.h.append(h)
@@ -120,44 +133,19 @@ class State:
         return h, solver
 
 
-class _Grad:
-    """Layer m's weight gradient ``G = δᵀH`` (H: the layer's input on the batch) and the three
-    products a step needs from it, either with G formed (dense) or through ``K = H Hᵀ``."""
-
-    def __init__(self, delta: Tensor, h: Tensor, kernel: Tensor | None, bias: bool) -> None:
-        self.delta, self.h, self.kernel = delta, h, kernel
-        self.gb = delta.sum(0) if bias else None
-        if kernel is None:
-            self.g: Tensor = delta.mT @ h
-        else:
-            self.kd: Tensor = kernel @ delta
-
-    def sqnorm(self) -> Tensor:
-        v = (self.g * self.g).sum() if self.kernel is None else (self.delta * self.kd).sum()
-        return v if self.gb is None else v + (self.gb * self.gb).sum()
-
-    def h_gt(self) -> Tensor:
-        """H Gᵀ plus the bias gradient (b × out)."""
-        if self.kernel is not None:
-            return self.kd if self.gb is None else self.kd + self.gb
-        return self.h @ self.g.mT if self.gb is None else torch.addmm(self.gb, self.h, self.g.mT)
-
-    def add_delta_g(self, x: Tensor) -> Tensor:
-        """X + δ G (b × in)."""
-        if self.kernel is None:
-            return torch.addmm(x, self.delta, self.g)
-        return torch.addmm(x, self.delta @ self.delta.mT, self.h)
-
-
 @dataclass
 class Backward:
-    """The loss, ‖∇L‖² and what the tangent passes reuse, at one point."""
+    """The loss, ‖∇L‖² and what the tangent passes reuse, at one point. Per layer m: δ_m, the bias
+    gradient (None where absent or carried by the input kernel), and the weight gradient either
+    formed (``grads[m]``, out × in) or through a kernel (``kernel_deltas[m] = K δ_m``)."""
 
     loss: Tensor | None
     value: Tensor | None
     deltas: list[Tensor]
-    pulled: list[Tensor]  # R_m = δ_m W_m for m ≥ 1 (index m − 1)
-    grads: list[_Grad]
+    pulled: list[Tensor]  # R_m = δ_{m+1} W_{m+1} for m < last (index m)
+    bias_grads: list[Tensor | None]
+    grads: list[Tensor | None]
+    kernel_deltas: list[Tensor | None]
     hvp: Hvp | None
 
 
@@ -182,11 +170,18 @@ class GradNormKernel:
 
     def __init__(self, problem: Problem, steps: int) -> None:
         self.problem, self.arch = problem, problem.arch
-        x = problem.inputs
+        self.head = problem.head
+        x = self.x = problem.inputs
         b, d = x.shape
         widths = [lin.out_features for lin in self.arch.linears]
         n0 = widths[0]
-        self.input_kernel = x @ x.mT if b * d + (steps + 1) * b * n0 < (2 * steps + 1) * d * n0 else None
+        self.last = len(widths) - 1
+        self.bias = [lin.bias is not None for lin in self.arch.linears]
+        # K = X Xᵀ, with 11ᵀ added when the input layer has a bias: K̃ = [X 1][X 1]ᵀ, so K̃δ₀ = X G₀ᵀ + g_b₀
+        # and Σ δ₀ ⊙ K̃δ₀ = ‖G₀‖² + ‖g_b₀‖², and the input layer's bias gradient is never formed.
+        self.input_kernel: Tensor | None = None
+        if b * d + (steps + 1) * b * n0 < (2 * steps + 1) * d * n0:
+            self.input_kernel = torch.mm(x, x.mT).add_(1) if self.bias[0] else torch.mm(x, x.mT)
         # Hidden layer m-1 wider than the batch: its Gram matrix is already there for layer m's gradient.
         self.kernel_layer = [
             m > 0 and b < widths[m - 1] and 2 * b * widths[m] + b * widths[m - 1] < 3 * widths[m] * widths[m - 1]
@@ -194,66 +189,93 @@ class GradNormKernel:
         ]
         rank = [b if m == 0 else 2 * b for m in range(len(widths) - 1)]
         self.lowrank = [b < n and 2 * k <= n for k, n in zip(rank, widths[:-1], strict=False)]
-        self.bias = [lin.bias is not None for lin in self.arch.linears]
+        self.acts = activations(self.arch)
 
     def backward(self, params: LayerParams, state: State, second: bool, value: bool, loss: bool) -> Backward:
         """δ_m, R_m and the gradients (in factored form) at the point ``state`` describes, with the
         loss and ‖∇L‖² when asked for."""
-        last = len(params) - 1
-        w_out, b_out = params[-1]
-        at = self.problem.head.derivatives(F.linear(state.h[-1], w_out, b_out), second=second,  # type: ignore[arg-type]
-                                           loss=loss)
+        last, hs, slopes = self.last, state.h, state.slope
+        w_out, b_out = params[last]
+        at = self.head.derivatives(F.linear(hs[-1], w_out, b_out), second=second, loss=loss)  # type: ignore[arg-type]
         delta = at.gradient
         deltas, pulled = [delta] * (last + 1), [delta] * last
         for m in range(last, 0, -1):
-            back = delta @ params[m][0]  # type: ignore[operator]
+            back = torch.mm(delta, params[m][0])  # type: ignore[arg-type]
             pulled[m - 1] = back
-            delta = back * state.slope[m - 1]
+            delta = back * slopes[m - 1]
             deltas[m - 1] = delta
-        grads = []
+        bias_grads: list[Tensor | None] = [None] * (last + 1)
+        grads: list[Tensor | None] = [None] * (last + 1)
+        kernel_deltas: list[Tensor | None] = [None] * (last + 1)
         for m in range(last + 1):
-            below = state.solvers[m - 1] if m > 0 else None
+            d = deltas[m]
             kernel = self.input_kernel if m == 0 else (
-                below.gram if isinstance(below, WideSolver) and self.kernel_layer[m] else None)
-            grads.append(_Grad(deltas[m], self.problem.inputs if m == 0 else state.h[m - 1], kernel, self.bias[m]))
-        total = torch.stack([g.sqnorm() for g in grads]).sum() if value else None
-        return Backward(at.loss, total, deltas, pulled, grads, at.hvp)
+                state.solvers[m - 1].gram if self.kernel_layer[m] else None)  # type: ignore[union-attr]
+            if self.bias[m] and (m > 0 or kernel is None):  # K̃ carries the input layer's bias
+                bias_grads[m] = d.sum(0)
+            if kernel is None:
+                grads[m] = torch.mm(d.mT, self.x if m == 0 else hs[m - 1])
+            else:
+                kernel_deltas[m] = torch.mm(kernel, d)
+        total = self._value(deltas, bias_grads, grads, kernel_deltas) if value else None
+        return Backward(at.loss, total, deltas, pulled, bias_grads, grads, kernel_deltas, at.hvp)
+
+    @staticmethod
+    def _value(deltas: list[Tensor], bias_grads: list[Tensor | None], grads: list[Tensor | None],
+               kernel_deltas: list[Tensor | None]) -> Tensor:
+        """‖∇L‖² = Σ_m ‖G_m‖² + ‖g_m‖², with ‖G_m‖² = Σ δ_m ⊙ (K δ_m) where G_m is not formed (sums of
+        squares, not norms squared: ``_foreach_norm`` loses ~1e-5 over a float32 3072 × 128 gradient)."""
+        parts = [(g * g).sum() if g is not None else (d * kd).sum()  # type: ignore[operator]
+                 for d, g, kd in zip(deltas, grads, kernel_deltas, strict=True)]
+        parts += [(gb * gb).sum() for gb in bias_grads if gb is not None]
+        return torch.stack(parts).sum()
 
     def _tangents(self, params: LayerParams, state: State, bw: Backward) -> tuple[
             list[Tensor], list[Tensor], list[Tensor], list[Tensor], dict[int, Tensor]]:
         """Tangent forward along ∇L (Ż, Ḣ and Q_m = Ḣ_{m-1} W_mᵀ) and tangent backward (Ḋ_m, Ṙ_m); for
         low-rank layers also ``[Z_m; Q_m]``, Q_m written straight into its lower half."""
-        last = len(params) - 1
+        last, hs, slopes = self.last, state.h, state.slope
+        bias_grads, grads, kernel_deltas = bw.bias_grads, bw.grads, bw.kernel_deltas
         z_dot: list[Tensor] = []
         h_dot: list[Tensor] = []
         q: list[Tensor] = []
         stacked: dict[int, Tensor] = {}
         for m in range(last + 1):
-            zd = bw.grads[m].h_gt()
-            if m == last:  # the output layer's Q is not needed on its own
-                zd = torch.addmm(zd, h_dot[-1], params[m][0].mT)  # type: ignore[union-attr]
-            elif m > 0:
+            gb, kd = bias_grads[m], kernel_deltas[m]
+            if kd is not None:  # H Gᵀ = K δ
+                zd = kd if gb is None else kd + gb
+            else:
+                zd = F.linear(self.x if m == 0 else hs[m - 1], grads[m], gb)  # type: ignore[arg-type]
+            if m > 0:
                 w = params[m][0]
                 assert w is not None
-                if self.lowrank[m]:  # B = [Z_m; Q_m], written in place (no concatenation later)
-                    b = zd.shape[0]
-                    stacked[m] = torch.empty((2 * b, w.shape[0]), dtype=zd.dtype, device=zd.device)
-                    stacked[m][:b].copy_(state.z[m])
-                    qm = torch.mm(h_dot[-1], w.mT, out=stacked[m][b:])
+                if m == last:  # the output layer's Q is not needed on its own
+                    zd = torch.addmm(zd, h_dot[-1], w.mT)
                 else:
-                    qm = h_dot[-1] @ w.mT
-                q.append(qm)
-                zd = zd + qm
+                    if self.lowrank[m]:  # B = [Z_m; Q_m], written in place (no concatenation later)
+                        b = zd.shape[0]
+                        buffer = stacked[m] = torch.empty((2 * b, w.shape[0]), dtype=zd.dtype, device=zd.device)
+                        buffer[:b].copy_(state.z[m])
+                        qm = torch.mm(h_dot[-1], w.mT, out=buffer[b:])
+                    else:
+                        qm = F.linear(h_dot[-1], w)
+                    q.append(qm)
+                    zd = zd + qm
             z_dot.append(zd)
             if m < last:
-                h_dot.append(state.slope[m] * zd)
+                h_dot.append(slopes[m] * zd)
         assert bw.hvp is not None
         d_dot = [bw.hvp(z_dot[-1])] * (last + 1)
         r_dot = [d_dot[0]] * last
         for m in range(last, 0, -1):
-            rd = d_dot[m] @ params[m][0]  # type: ignore[operator]
+            rd = torch.mm(d_dot[m], params[m][0])  # type: ignore[arg-type]
             r_dot[m - 1] = rd
-            nxt = bw.grads[m].add_delta_g(rd).mul_(state.slope[m - 1])
+            delta, g = bw.deltas[m], grads[m]
+            if g is not None:  # (Ṙ + δ G) ⊙ σ'
+                nxt = torch.addmm(rd, delta, g)
+            else:  # δ G = (δ δᵀ) H without G
+                nxt = torch.addmm(rd, F.linear(delta, delta), hs[m - 1])
+            nxt.mul_(slopes[m - 1])
             curvature = state.curvature[m - 1]
             if curvature is not None:
                 nxt = nxt + bw.pulled[m - 1] * curvature * z_dot[m - 1]
@@ -268,11 +290,12 @@ class GradNormKernel:
         for m in reversed(range(self.arch.n_hidden)):
             solver, h, r_next, rd_next = state.solvers[m], state.h[m], bw.pulled[m], r_dot[m]
             if isinstance(solver, WideSolver):  # (P⁺)ᵀ Hᵀ = P P⁺ = I and the residual vanishes
-                h_bar = torch.addmm(rd_next, solver.kinv(h @ h_dot[m].mT), r_next, beta=-2, alpha=-2)
+                # Ṙ_m (rd_next) is read for the last time here, so it takes the sum in place
+                h_bar = rd_next.addmm_(solver.kinv(F.linear(h, h_dot[m])), r_next, beta=-2, alpha=-2)
             else:
-                f = torch.addmm(h.mT @ rd_next, h_dot[m].mT, r_next, beta=-2, alpha=-2)
-                h_bar = solver.adjoint(f, None if z_bar is None else z_bar @ params[m + 1][0])  # type: ignore[operator]
-            u = state.slope[m] * h_bar
+                f = torch.mm(h.mT, rd_next).addmm_(h_dot[m].mT, r_next, beta=-2, alpha=-2)
+                h_bar = solver.adjoint(f, None if z_bar is None else torch.mm(z_bar, params[m + 1][0]))  # type: ignore[arg-type]
+            u = h_bar.mul_(state.slope[m])  # h_bar is a fresh tensor
             if self.lowrank[m] and m > 0:  # A = [u + 2Ḋ; 2δ], B = [Z; Q] (Q was written below Z)
                 b = u.shape[0]
                 a = torch.empty((2 * b, u.shape[1]), dtype=u.dtype, device=u.device)
@@ -285,15 +308,17 @@ class GradNormKernel:
             if self.lowrank[m]:
                 out[m] = AlgebraStep(a=a, b=state.z[m])
             else:
-                dense = a.mT @ state.z[m]
+                dense = torch.mm(a.mT, state.z[m])
                 out[m] = AlgebraStep(dense=dense if m == 0 else torch.addmm(dense, bw.deltas[m].mT, q[m - 1], alpha=2))
             z_bar = u
         return out
 
 
-def initial_state(arch: Architecture, params: Sequence[Sequence[Tensor | None]], inputs: Tensor) -> State:
+def initial_state(arch: Architecture, params: Sequence[Sequence[Tensor | None]], inputs: Tensor,
+                  acts: Sequence[Derivatives | None] | None = None) -> State:
     state = State([], [], [], [], [])
+    acts = activations(arch) if acts is None else acts
     x = inputs
     for m, (w, b) in enumerate(params[:-1]):
-        x, _ = state.add(arch, m, F.linear(x, w, b))  # type: ignore[arg-type]
+        x, _ = state.add(arch, m, F.linear(x, w, b), acts[m])  # type: ignore[arg-type]
     return state

@@ -6,28 +6,39 @@ the path against the code this replaced), computed by :class:`~telebench.symmetr
 and applied layer by layer:
 
 * the input layer is never multiplied by the inputs inside the loop: its pre-activations move as
-  ``Z₀ ↦ Z₀ g₀ᵀ`` (exact, that layer has no right factor) and its weight as ``W₀ ↦ g₀ W₀``, either
-  composed into one ``g_K ⋯ g₁`` applied once at the end (dense layers narrower than the inputs)
-  or step by step (layers wider than the batch, whose elements are low-rank);
+  ``Z₀ ↦ Z₀ g₀ᵀ`` (exact, that layer has no right factor) and its weight and bias as ``g₀ W₀``,
+  ``g₀ b₀``, either composed into one ``g_K ⋯ g₁`` applied once at the end (dense layers narrower
+  than the inputs) or step by step (layers wider than the batch, whose elements are low-rank);
 * layers wider than the batch keep ``g = I + Aᵀ φ(cBAᵀ) cB`` and the right factor
   ``I + Eᵀ K⁻¹ σ(gZ)`` factored (:class:`~telebench.symmetry.factors.LowRank`), so no step forms,
-  multiplies or exponentiates a width × width matrix beyond applying the move to the weights;
+  multiplies or exponentiates a width × width matrix beyond applying the move to the weights, and
+  a weight the search already owns is moved in place;
+* a right factor ``W (I + Eᵀ K⁻¹ P)`` is applied as ``W + ((W Eᵀ) K⁻¹) P`` when the next layer is
+  narrower than this one (the output layer always is), and ``K⁻¹ P`` is formed only if the
+  transforms are read;
+* the step size ``c`` is folded into the exponential's series instead of scaling ``T`` first, and
+  ``T = c·∂f/∂T`` itself is formed only when the summed move is read;
 * the per-step factors are stored, not composed: ``TeleportRecord.transforms`` composes them on
   first use (an optimizer-state transport), and ``Σ_k T_k`` is summed only when read;
 * the last step's forward pass is the moved network's: the loss and ‖∇L‖² at the result come from
-  one more backward pass over it (``Outcome.after``), not from a fresh forward pass.
+  one more backward pass over it (``Outcome.after``), not from a fresh forward pass;
+* with a closed-form loss head and activations (:func:`~telebench.symmetry.problem.inference_safe`)
+  the search runs under ``torch.inference_mode``, whose operators cost less (about a tenth of a
+  small net's search, which is per-operator overhead); what it hands back is converted to ordinary
+  tensors, the moved weights at the end and the record's factors when read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from telebench.symmetry import phases
-from telebench.symmetry.factors import Factor, IdentityPlus, LowRank, Steps, lmul, rmul, rmul_t
+from telebench.symmetry.factors import Factor, IdentityPlus, LowRank, Steps, lmul, rmul_t
 from telebench.symmetry.gl_kernel import (
     AlgebraStep,
     GradNormKernel,
@@ -38,7 +49,7 @@ from telebench.symmetry.gl_kernel import (
 )
 from telebench.symmetry.linalg import expm_all, phi
 from telebench.symmetry.objectives.base import Evaluation
-from telebench.symmetry.problem import Problem
+from telebench.symmetry.problem import Problem, inference_safe, normal
 from telebench.symmetry.search_types import Outcome, SearchOptions, capped
 
 
@@ -52,24 +63,34 @@ def _scale(grads: list[AlgebraStep], settings: SearchOptions) -> float | Tensor:
 
 def _elements(grads: list[AlgebraStep], c: float | Tensor, parametrization: str,
               ) -> tuple[list[Factor], list[Tensor | Callable[[], Tensor]]]:
-    """g for T = c·step in every hidden layer, and T (or a callable forming it, for a low-rank step).
-    The dense layers' exponentials share one degree and number of squarings."""
+    """g for T = c·step in every hidden layer, and T (or a callable forming it when read). The dense
+    layers' exponentials share one degree and number of squarings, with c folded into the series."""
     g: list[Factor] = []
     t: list[Tensor | Callable[[], Tensor]] = []
-    dense = [c * step.dense for step in grads if step.dense is not None]
-    exps: Iterator[Factor] = iter(expm_all(dense) if parametrization == "exp" else [IdentityPlus(m) for m in dense])
-    dense_iter = iter(dense)
+    exp = parametrization == "exp"
+    dense = [step.dense for step in grads if step.dense is not None]
+    dense_g: Iterator[Factor]
+    if exp:
+        dense_g = iter(expm_all(dense, scale=c))
+    else:
+        dense = [c * m for m in dense]
+        dense_g = iter([IdentityPlus(m) for m in dense])
+    dense_t = iter(dense)
     for step in grads:
         if step.dense is not None:
-            g.append(next(exps))
-            t.append(next(dense_iter))
+            g.append(next(dense_g))
+            t.append(_lazy(c, next(dense_t)) if exp else next(dense_t))
             continue
         a, b = step.a, step.b
         assert a is not None and b is not None
-        core = c * phi(c * (b @ a.mT)) if parametrization == "exp" else None
-        g.append(LowRank(a, b, core) if core is not None else LowRank(a, c * b))
+        g.append(LowRank(a, b, c * phi(b @ a.mT, scale=c)) if exp else LowRank(a, c * b))
         t.append(_lazy_step(a, b, c))
     return g, t
+
+
+def _lazy(c: float | Tensor, step: Tensor) -> Callable[[], Tensor]:
+    """T = c·step, formed only when the summed move is read."""
+    return lambda: c * step
 
 
 def _lazy_step(a: Tensor, b: Tensor, c: float | Tensor) -> Callable[[], Tensor]:
@@ -77,71 +98,96 @@ def _lazy_step(a: Tensor, b: Tensor, c: float | Tensor) -> Callable[[], Tensor]:
     return lambda: c * (a.mT @ b)
 
 
-def _sweep(problem: Problem, params: LayerParams, state: State, g: list[Factor]) -> tuple[State, list[Factor]]:
+def _wide_right(w: Tensor, e: Tensor, solver: WideSolver, h: Tensor, owned: bool) -> tuple[Tensor, LowRank]:
+    """``w @ (I + Eᵀ K⁻¹ P)`` and that factor; in the order of fewer operations, and in place when
+    ``w`` is the search's own."""
+    we = w @ e.mT
+    if w.shape[0] < w.shape[1]:  # ((W Eᵀ) K⁻¹) P: K⁻¹ P (b × n) formed only if the factor is read
+        coef, right = we @ solver.inverse, LowRank(e, lambda: solver.kinv(h))
+    else:
+        right = LowRank(e, solver.kinv(h))
+        coef = we
+    out = w.addmm_(coef, right.v if coef is we else h) if owned else torch.addmm(w, coef, right.v if coef is we else h)
+    return out, right
+
+
+def _sweep(kernel: GradNormKernel, params: LayerParams, state: State, g: list[Factor], owned: list[bool],
+           ) -> tuple[State, list[Factor]]:
     """Move every layer but the input weight by ``g`` (replacing entries of ``params``) and return
     the moved network's state on the batch and the right factors used (as GLDataGroup's sweep)."""
-    arch = problem.arch
-    b0 = params[0][1]
-    params[0][1] = None if b0 is None else lmul(g[0], b0)
+    arch, acts = kernel.arch, kernel.acts
     z = rmul_t(state.z[0], g[0])  # Z₀ g₀ᵀ: exact, the input layer has no right factor
     new = State([], [], [], [], [])
     rights: list[Factor] = []
     last = arch.n_hidden
     for m in range(last):
-        h, solver = new.add(arch, m, z)
+        h, solver = new.add(arch, m, z, acts[m])
         e = state.h[m] - h
-        right: Factor
-        if isinstance(solver, WideSolver):
-            right = LowRank(e, solver.kinv(h))  # (I + P⁺E)ᵀ = I + Eᵀ K⁻¹ P
-        else:
-            right = IdentityPlus(solver.solve(e).mT)  # (I + P⁺E)ᵀ
-        rights.append(right)
         w, b = params[m + 1]
         assert w is not None
-        w = rmul(w, right)  # a fresh matrix, so a low-rank element may update it in place
+        right: Factor
+        if isinstance(solver, WideSolver):
+            w, right = _wide_right(w, e, solver, h, owned[m + 1])  # (I + P⁺E)ᵀ = I + Eᵀ K⁻¹ P
+        else:
+            correction = solver.solve(e).mT  # (P⁺E)ᵀ: the factor is (I + P⁺E)ᵀ
+            right = IdentityPlus(correction)
+            w = torch.addmm(w, w, correction)
         if m + 1 < last:
             left = g[m + 1]
             w = left.lmul_(w) if isinstance(left, LowRank) else lmul(left, w)
-            b = None if b is None else lmul(g[m + 1], b)
+            b = None if b is None else lmul(left, b)
             z = F.linear(h, w, b)
+        rights.append(right)
         params[m + 1] = [w, b]
+        owned[m + 1] = True
     return new, rights
 
 
 class _InputLayer:
-    """Layer 0's weight under the steps' elements: dense elements are composed and applied once at
-    the end when the layer is narrower than its inputs, low-rank ones applied as they come."""
+    """Layer 0's weight and bias under the steps' elements: dense elements are composed and applied
+    once at the end when the layer is narrower than its inputs, low-rank ones applied as they come
+    (in place once the search owns the weight)."""
 
-    def __init__(self, w: Tensor) -> None:
-        self.w = w
+    def __init__(self, w: Tensor, b: Tensor | None) -> None:
+        self.w, self.b = w, b
         self.composed: Tensor | None = None
         self.defer = w.shape[0] < w.shape[1]
+        self.owned = False
 
     def add(self, g: Factor) -> None:
         if isinstance(g, Tensor) and self.defer:
             self.composed = g if self.composed is None else g @ self.composed
+            return
+        if isinstance(g, LowRank) and self.owned:
+            self.w = g.lmul_(self.w)
         else:
             self.w = lmul(g, self.w)
+            self.owned = True
+        self.b = None if self.b is None else lmul(g, self.b)
 
-    def result(self) -> Tensor:
-        return self.w if self.composed is None else self.composed @ self.w
+    def result(self) -> tuple[Tensor, Tensor | None]:
+        if self.composed is None:
+            return self.w, self.b
+        return self.composed @ self.w, None if self.b is None else self.composed @ self.b
 
 
 def gl_grad_norm_search(problem: Problem, settings: SearchOptions) -> Outcome:
     """The K-step gl-data search for ‖∇L‖² from the model's current weights (not modified)."""
     arch = problem.arch
     start = arch.params()
-    like = start[0][0]
     params: LayerParams = [[w, b] for w, b in start]
-    record = Steps(arch.widths, like, diagonal=False)
+    record = Steps(arch.widths, start[0][0], diagonal=False)
     capped_search = settings.cap is not None
-    with torch.no_grad():
+    owned = [False] * len(params)
+    n_hidden = arch.n_hidden
+    mode: AbstractContextManager[object] = torch.inference_mode() if inference_safe(problem) else torch.no_grad()
+    with mode:
         with phases.span(phases.GROUP_ACTION):
             kernel = GradNormKernel(problem, settings.steps)
-            state = initial_state(arch, params, problem.inputs)
+            state = initial_state(arch, params, problem.inputs, kernel.acts)
         first = None
         taken = 0
-        input_layer = _InputLayer(start[0][0])
+        input_layer = _InputLayer(*start[0])
         for _ in range(settings.steps):
             with phases.span(phases.OBJECTIVE):
                 bw = kernel.backward(params, state, second=True, value=first is None or capped_search,
@@ -154,8 +200,8 @@ def gl_grad_norm_search(problem: Problem, settings: SearchOptions) -> Outcome:
             with phases.span(phases.APPLY):
                 g, t = _elements(grads, _scale(grads, settings), settings.parametrization)
                 input_layer.add(g[0])
-                state, rights = _sweep(problem, params, state, g)
-                for m in range(arch.n_hidden):
+                state, rights = _sweep(kernel, params, state, g, owned)
+                for m in range(n_hidden):
                     record.lefts[m].append(g[m])
                     record.rights[m].append(rights[m])
                     record.algebra[m].append(t[m])
@@ -163,11 +209,13 @@ def gl_grad_norm_search(problem: Problem, settings: SearchOptions) -> Outcome:
         with phases.span(phases.OBJECTIVE):
             final = kernel.backward(params, state, second=False, value=True, loss=True)
         with phases.span(phases.APPLY):
-            params[0][0] = input_layer.result()
+            params[0] = list(input_layer.result())
         if input_layer.composed is not None:
             record.known_lefts[0] = input_layer.composed
     first = final if first is None else first
     assert first.loss is not None and first.value is not None and final.loss is not None and final.value is not None
-    moved = [(w, b) for w, b in params]
-    return Outcome(moved, record, taken, first.loss, first.value,  # type: ignore[arg-type]
-                   after=Evaluation(final.value, final.loss))
+    # Ordinary tensors out (inference-mode ones cannot enter autograd or be changed in place later);
+    # the record's factors are converted when read (factors.Steps).
+    moved = [(normal(w), None if b is None else normal(b)) for w, b in params]  # type: ignore[arg-type]
+    return Outcome(moved, record, taken, normal(first.loss), normal(first.value),
+                   after=Evaluation(normal(final.value), normal(final.loss)))

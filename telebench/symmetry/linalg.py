@@ -53,15 +53,19 @@ _DEVICE_DEGREE = {torch.float16: 6, torch.bfloat16: 5, torch.float32: 10, torch.
 _DEVICE_SQUARINGS = 12  # accurate for ‖A‖₁ ≤ 4096; larger arguments lose accuracy rather than synchronise
 
 
-def expm_all(mats: list[Tensor]) -> list[Tensor]:
-    """:func:`expm` of each of several square matrices of different sizes, with one degree and
-    number of squarings for all, chosen from the largest Frobenius norm (a bound on the spectral
-    norm, which is what the Taylor remainder needs): on CPU, one norm read per matrix and no more."""
-    if not mats or mats[0].device.type != "cpu":
-        return [expm_on_device(m) for m in mats]
-    norm = max(float(torch.linalg.vector_norm(m)) for m in mats)
+def expm_all(mats: list[Tensor], scale: float | Tensor = 1.0) -> list[Tensor]:
+    """:func:`expm` of ``scale`` times each of several square matrices of different sizes, with one
+    degree and number of squarings for all, chosen from the largest Frobenius norm (a bound on the
+    spectral norm, which is what the Taylor remainder needs). On CPU, one norm read per matrix and
+    no more, and ``scale`` is folded into the series (``scale·A`` is never formed)."""
+    if not mats:
+        return []
+    if mats[0].device.type != "cpu":
+        return [expm_on_device(m if isinstance(scale, float) and scale == 1.0 else scale * m) for m in mats]
+    c = float(scale)
+    norm = abs(c) * max(float(n) for n in torch._foreach_norm(mats))
     if not norm <= _MAX_NORM:
-        return [torch.linalg.matrix_exp(m) for m in mats]
+        return [torch.linalg.matrix_exp(c * m) for m in mats]
     squarings = max(0, math.ceil(math.log2(norm))) if norm > 1 else 0
     xn = norm / 2**squarings
     degree, term = 1, xn * xn / 2
@@ -70,7 +74,7 @@ def expm_all(mats: list[Tensor]) -> list[Tensor]:
         term *= xn / (degree + 1)
     out = []
     for m in mats:
-        e = _taylor(m / 2**squarings if squarings else m, degree)
+        e = _taylor(m, degree, c / 2**squarings)
         for _ in range(squarings):
             e = e @ e
         out.append(e)
@@ -88,53 +92,65 @@ def expm_on_device(a: Tensor) -> Tensor:
     return e
 
 
-def phi(a: Tensor, adaptive: bool | None = None) -> Tensor:
-    """φ(A) = (exp(A) − I)·A⁻¹ = Σ_j A^j/(j+1)! for one square matrix, so that
-    exp(uᵀv) = I + uᵀ φ(v uᵀ) v for ``k × n`` factors u, v: the exponential of a rank-k Lie-algebra
-    element from a k × k series, without forming an n × n matrix.
+def phi(a: Tensor, adaptive: bool | None = None, scale: float | Tensor = 1.0) -> Tensor:
+    """φ(cA) = (exp(cA) − I)·(cA)⁻¹ = Σ_j (cA)^j/(j+1)! for one square matrix and a scalar
+    ``c = scale``, so that exp(uᵀv) = I + uᵀ φ(v uᵀ) v for ``k × n`` factors u, v: the exponential of
+    a rank-k Lie-algebra element from a k × k series, without forming an n × n matrix.
 
-    Scaling and squaring as :func:`expm`: the series at A/2ˢ, then s doublings
-    φ(2X) = φ(X) + φ(X)·X·φ(X)/2. On CPU the degree and s follow the norm; elsewhere they are fixed
-    and the doublings masked on the device (``adaptive`` picks either way explicitly)."""
-    if a.device.type == "cpu" if adaptive is None else adaptive:
-        norm = float(torch.linalg.matrix_norm(a.detach(), ord=1))
-        if not norm <= _MAX_NORM:
-            return torch.full_like(a, math.nan)
-        squarings = max(0, math.ceil(math.log2(norm))) if norm > 1 else 0
-        xn = norm / 2**squarings
-        degree, term = 1, xn * xn / 6  # ‖x‖^(p+1)/(p+2)!: the first dropped term for ‖x‖ ≤ 1
-        while term > _TAYLOR_TOLERANCE[a.dtype] and degree < 30:
-            degree += 1
-            term *= xn / (degree + 2)
-        x = a / 2**squarings if squarings else a
-        scale: Tensor | None = None
-    else:
-        scale = torch.log2(torch.linalg.matrix_norm(a, ord=1)).ceil().clamp(0, _DEVICE_SQUARINGS)
-        x = a * torch.exp2(-scale)
-        degree, squarings = _DEVICE_DEGREE[a.dtype], _DEVICE_SQUARINGS
+    Scaling and squaring as :func:`expm`: the series at cA/2ˢ, then s doublings
+    φ(2X) = φ(X) + φ(X)·X·φ(X)/2. On CPU the degree and s follow the norm and c is folded into the
+    series (cA is never formed); elsewhere they are fixed and the doublings masked on the device
+    (``adaptive`` picks either way explicitly)."""
+    if not (a.device.type == "cpu" if adaptive is None else adaptive):
+        return _phi_on_device(a if isinstance(scale, float) and scale == 1.0 else scale * a, a.dtype)
+    c = float(scale)
+    norm = abs(c) * float(torch.linalg.matrix_norm(a.detach(), ord=1))
+    if not norm <= _MAX_NORM:
+        return torch.full_like(a, math.nan)
+    squarings = max(0, math.ceil(math.log2(norm))) if norm > 1 else 0
+    xn = norm / 2**squarings
+    degree, term = 1, xn * xn / 6  # ‖x‖^(p+1)/(p+2)!: the first dropped term for ‖x‖ ≤ 1
+    while term > _TAYLOR_TOLERANCE[a.dtype] and degree < 30:
+        degree += 1
+        term *= xn / (degree + 2)
+    alpha = c / 2**squarings  # x = alpha·A
     one = eye(a.shape[-1], a.dtype, a.device)
-    f = torch.add(one, x, alpha=1 / (degree + 1))
+    f = torch.add(one, a, alpha=alpha / (degree + 1))
     for k in range(degree, 1, -1):
-        f = torch.addmm(one, x, f, alpha=1 / k)
-    for i in range(squarings):
-        doubled = torch.addmm(f, f, x @ f, alpha=0.5)
-        f = doubled if scale is None else torch.where(scale > i, doubled, f)
-        x = x * 2 if scale is None else torch.where(scale > i, x * 2, x)
+        f = torch.addmm(one, a, f, alpha=alpha / k)
+    for _ in range(squarings):
+        f = torch.addmm(f, f, a @ f, alpha=0.5 * alpha)  # φ(2x) = φ(x) + φ(x)·x·φ(x)/2
+        alpha *= 2
     return f
 
 
-def _taylor(x: Tensor, degree: int) -> Tensor:
-    """I + x + x²/2 + … + x^p/p! by Horner's rule."""
+def _phi_on_device(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """φ with a fixed degree and 12 masked doublings, without host synchronisation."""
+    scale = torch.log2(torch.linalg.matrix_norm(x, ord=1)).ceil().clamp(0, _DEVICE_SQUARINGS)
+    x = x * torch.exp2(-scale)
+    degree = _DEVICE_DEGREE[dtype]
     one = eye(x.shape[-1], x.dtype, x.device)
-    e = torch.add(one, x, alpha=1 / degree)
+    f = torch.add(one, x, alpha=1 / (degree + 1))
+    for k in range(degree, 1, -1):
+        f = torch.addmm(one, x, f, alpha=1 / k)
+    for i in range(_DEVICE_SQUARINGS):
+        f = torch.where(scale > i, torch.addmm(f, f, x @ f, alpha=0.5), f)
+        x = torch.where(scale > i, x * 2, x)
+    return f
+
+
+def _taylor(x: Tensor, degree: int, alpha: float = 1.0) -> Tensor:
+    """I + y + y²/2 + … + y^p/p! for y = alpha·x, by Horner's rule (y is never formed)."""
+    one = eye(x.shape[-1], x.dtype, x.device)
+    e = torch.add(one, x, alpha=alpha / degree)
     if x.dim() == 2:
         for k in range(degree - 1, 0, -1):
-            e = torch.addmm(one, x, e, alpha=1 / k)
+            e = torch.addmm(one, x, e, alpha=alpha / k)
         return e
     flat_x = x.reshape(-1, *x.shape[-2:])
     e = e.reshape(flat_x.shape)
     for k in range(degree - 1, 0, -1):
-        e = torch.baddbmm(one, flat_x, e, alpha=1 / k)
+        e = torch.baddbmm(one, flat_x, e, alpha=alpha / k)
     return e.reshape(x.shape)
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from telebench.symmetry import phases
 from telebench.symmetry.architecture import Architecture, Layer, flat, unflat
@@ -25,14 +25,66 @@ class Forward:
     slope: list[Tensor]
 
 
+Derivatives = Callable[[Tensor], tuple[Tensor, Tensor, "Tensor | None"]]
+_LEAKY_BACKWARD = torch.ops.aten.leaky_relu_backward.default
+_THRESHOLD_BACKWARD = torch.ops.aten.threshold_backward.default
+
+
+@functools.lru_cache(maxsize=16)
+def _one(dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A 0-d one, made once and outside inference mode (so any caller may use it)."""
+    with torch.inference_mode(False):
+        return torch.ones((), dtype=dtype, device=device)
+
+
+def activations(arch: Architecture) -> list[Derivatives | None]:
+    """Per hidden layer, σ, σ' and σ'' (None: zero) in one call where the chain is a single
+    LeakyReLU or ReLU: the numbers of :meth:`Architecture.derivatives` (the same operators),
+    without its general dispatch; None elsewhere (the architecture's own closed forms apply)."""
+    out: list[Derivatives | None] = []
+    for chain in arch.chains[:-1]:
+        module = chain[0].module if len(chain) == 1 else None
+        if type(module) is nn.LeakyReLU:
+            out.append(functools.partial(_leaky, module.negative_slope))
+        elif type(module) is nn.ReLU:
+            out.append(_relu)
+        else:
+            out.append(None)
+    return out
+
+
+def _leaky(alpha: float, z: Tensor) -> tuple[Tensor, Tensor, None]:
+    return F.leaky_relu(z, alpha), _LEAKY_BACKWARD(_one(z.dtype, z.device), z, alpha, False), None
+
+
+def _relu(z: Tensor) -> tuple[Tensor, Tensor, None]:
+    return F.relu(z), _THRESHOLD_BACKWARD(_one(z.dtype, z.device), z, 0.0), None
+
+
+def inference_safe(problem: Problem) -> bool:
+    """Whether a search may run under ``torch.inference_mode`` (cheaper operators: ~10% of a small
+    net's gl-data search): the loss head and every hidden activation's σ', σ'' are closed forms, so
+    nothing inside needs autograd. What such a search hands back goes through :func:`normal`."""
+    if type(problem.head).derivatives is Head.derivatives:
+        return False
+    return all(a.slope is not None and (a.curvature is not None or a.traits.piecewise_linear)
+               for chain in problem.arch.chains[:-1] for a in chain)
+
+
+def normal(t: Tensor) -> Tensor:
+    """``t``, as an ordinary tensor if it was made in inference mode (call outside it): inference
+    tensors cannot be changed in place or enter autograd later."""
+    return t.clone() if t.is_inference() else t
+
+
 def forward_pass(arch: Architecture, params: Sequence[Layer], inputs: Tensor) -> Forward:
     """Run the hidden layers on prepared ``inputs``, keeping what a hand-written backward needs."""
     zs, hs, slopes = [], [], []
     x = inputs
     with torch.no_grad():
-        for m, (w, b) in enumerate(params[:-1]):
+        for m, ((w, b), act) in enumerate(zip(params[:-1], activations(arch), strict=False)):
             z = F.linear(x, w, b)
-            x, slope = arch.activate_with_slope(m, z)
+            x, slope = arch.activate_with_slope(m, z) if act is None else act(z)[:2]
             zs.append(z)
             hs.append(x)
             slopes.append(slope)
