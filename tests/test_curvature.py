@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from float64_nets import inputs, mlp
 from torch import nn
 
 from telebench.symmetry import SymmetryError, teleport
@@ -28,18 +29,8 @@ GROUP_ACTIVATIONS = {"rescale": lambda: nn.LeakyReLU(0.1), "linear": nn.Identity
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _mlp(widths: tuple[int, ...], act, bias: bool = True, seed: int = 0) -> nn.Sequential:
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    for i in range(len(widths) - 1):
-        layers.append(nn.Linear(widths[i], widths[i + 1], bias=bias))
-        if i < len(widths) - 2:
-            layers.append(act())
-    return nn.Sequential(*layers).double()
-
-
-def _inputs(n: int, d: int, seed: int = 1) -> torch.Tensor:
-    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+_mlp = mlp
+_inputs = inputs
 
 
 def _exact_curve(

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import io
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from float64_nets import inputs, mlp
 from rich.console import Console
 from torch import nn
 from torch.func import jvp
@@ -39,18 +41,8 @@ SLOPE = 0.1
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _mlp(widths: tuple[int, ...], bias: bool = False, act=lambda: nn.LeakyReLU(SLOPE), seed: int = 0) -> nn.Sequential:
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    for i in range(len(widths) - 1):
-        layers.append(nn.Linear(widths[i], widths[i + 1], bias=bias))
-        if i < len(widths) - 2:
-            layers.append(act())
-    return nn.Sequential(*layers).double()
-
-
-def _x(n: int, d: int, seed: int = 1) -> torch.Tensor:
-    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+_mlp = partial(mlp, bias=False)  # the reference code's nets have no biases
+_x = inputs
 
 
 def _reference_ms(widths: list[int], i: int) -> list[torch.Tensor]:

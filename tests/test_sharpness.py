@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from float64_nets import mlp
 from torch import nn
 
 from telebench.symmetry import teleport
@@ -20,14 +21,7 @@ from telebench.symmetry.problem import Problem
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _mlp(widths: tuple[int, ...], act=lambda: nn.LeakyReLU(0.1), bias: bool = True, seed: int = 0) -> nn.Sequential:
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    for i in range(len(widths) - 1):
-        layers.append(nn.Linear(widths[i], widths[i + 1], bias=bias))
-        if i < len(widths) - 2:
-            layers.append(act())
-    return nn.Sequential(*layers).double()
+_mlp = mlp
 
 
 def _data(n: int, d: int, classes: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
