@@ -111,11 +111,7 @@ def _check_family(source: str, case: Case, origin: Origin, ov: Overrides) -> Non
     info = resolve_model(source, case, origin.case_key, groups)
     need = family_pair_bytes(info.parameters, info.activations_per_sample, len(case.arms), case.batch_size,
                              case.eval_batch_size)
-    have = machine_bytes()
-    if have is not None and need > MAX_SHARE * have and not ov.allow_large:
-        raise _fail(source, origin.case_key("model"), f"one pair of {len(case.arms)} arms needs about "
-                    f"{describe_bytes(need)} ({info.parameters:,} parameters per model), more than half of this "
-                    f"machine's {describe_bytes(have)}; use a smaller model, or pass --allow-large to try")
+    _refuse_if_too_big(source, origin.case_key("model"), case, ov, need, info.parameters, "use a smaller model")
 
 
 def _check_memory(source: str, case: Case, origin: Origin, ov: Overrides) -> None:
@@ -125,12 +121,18 @@ def _check_memory(source: str, case: Case, origin: Origin, ov: Overrides) -> Non
     dense = any(teleport_settings(case, opt, arm).group in DENSE_GROUPS for opt in case.optimizers
                 for arm in case.arms if arm.kind in TELEPORTING_ARMS)
     need = pair_bytes(widths, case.model.bias, len(case.arms), case.batch_size, case.eval_batch_size, dense)
+    _refuse_if_too_big(source, origin.case_key("model", "widths"), case, ov, need,
+                       parameters(widths, case.model.bias), "use narrower layers")
+
+
+def _refuse_if_too_big(source: str, key: str, case: Case, ov: Overrides, need: int, n_params: int, fix: str) -> None:
+    """One pair estimated above MAX_SHARE of this machine's memory is refused (unless --allow-large)."""
     have = machine_bytes()
     if have is None or need <= MAX_SHARE * have or ov.allow_large:
         return
-    raise _fail(source, origin.case_key("model", "widths"), f"one pair of {len(case.arms)} arms needs about "
-                f"{describe_bytes(need)} ({parameters(widths, case.model.bias):,} parameters per model), more than "
-                f"half of this machine's {describe_bytes(have)}; use narrower layers, or pass --allow-large to try")
+    raise _fail(source, key, f"one pair of {len(case.arms)} arms needs about {describe_bytes(need)} "
+                f"({n_params:,} parameters per model), more than half of this machine's {describe_bytes(have)}; "
+                f"{fix}, or pass --allow-large to try")
 
 
 def _label_optimizers(source: str, case: Case, origin: Origin) -> None:

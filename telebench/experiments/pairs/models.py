@@ -67,6 +67,19 @@ def resolve_model(source: str, case: Case, key: Callable[..., str], groups: list
         from telebench.training.model_families import data_kwargs
 
         m.kwargs = {**data_kwargs(m.kind, inputs, n_out), **m.kwargs}
+    return _checked_info(source, case, groups, key("model"))
+
+
+def check_mlp_groups(source: str, case: Case, groups: list[tuple[str, str]]) -> None:
+    """An MLP teleporting along a site group (channel-rescale, norm-scale, attention, auto) must have a site."""
+    site_groups = [(g, k) for g, k in groups if g in SITE_GROUPS]
+    if site_groups:
+        _checked_info(source, case, site_groups, None)
+
+
+def _checked_info(source: str, case: Case, groups: list[tuple[str, str]], model_key: str | None) -> ModelInfo:
+    """`model_info` of the case for `groups`; a group without a site is an error at that group's key, and,
+    with `model_key`, a model that does not build or run an error at the model's key."""
     data = DatasetSpec(case.dataset.name, freeze(case.dataset.params))
     try:
         return model_info(model_spec(case), data, tuple(dict.fromkeys(g for g, _ in groups)))
@@ -74,20 +87,9 @@ def resolve_model(source: str, case: Case, key: Callable[..., str], groups: list
         group_key = next(k for g, k in groups if g == exc.group)
         raise UserError(f"{source}: {group_key}: {exc.reason}") from None
     except UserError as exc:
-        raise UserError(f"{source}: {key('model')}: {str(exc).rstrip('.')}.") from None
-
-
-def check_mlp_groups(source: str, case: Case, groups: list[tuple[str, str]]) -> None:
-    """An MLP teleporting along a site group (channel-rescale, norm-scale, attention, auto) must have a site."""
-    site_groups = [(g, k) for g, k in groups if g in SITE_GROUPS]
-    if not site_groups:
-        return
-    data = DatasetSpec(case.dataset.name, freeze(case.dataset.params))
-    try:
-        model_info(model_spec(case), data, tuple(dict.fromkeys(g for g, _ in site_groups)))
-    except _GroupError as exc:
-        group_key = next(k for g, k in site_groups if g == exc.group)
-        raise UserError(f"{source}: {group_key}: {exc.reason}") from None
+        if model_key is None:
+            raise
+        raise UserError(f"{source}: {model_key}: {str(exc).rstrip('.')}.") from None
 
 
 class _GroupError(Exception):
