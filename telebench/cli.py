@@ -94,7 +94,8 @@ Out = Annotated[str | None, typer.Option(
 DataRoot = Annotated[str | None, typer.Option(
     "--data-root", help="Folder holding dataset files (torchvision layout or raw IDX/CIFAR files).")]
 Jobs = Annotated[int | None, typer.Option(
-    "--jobs", min=1, help="Workers for --executor process or ray \\[default: one per CPU core].")]
+    "--jobs", min=1, help="Workers for --executor process or ray \\[default: one per CPU core]; "
+    "given alone, more than 1 runs a process pool.")]
 
 
 @app.command("validate", cls=_Command)

@@ -329,3 +329,20 @@ def test_bad_executor_options_are_user_errors(name: str, options: dict[str, Any]
 def test_unset_cli_flags_are_ignored_by_executors_that_do_not_take_them() -> None:
     executor = get_executor("local", run_pair, jobs=None, address=None, allow_shared_device=False)
     assert executor.name == "local"
+
+
+@pytest.mark.parametrize(
+    ("named", "jobs", "expected"),
+    [
+        (None, None, ("local", None)),
+        (None, 1, ("local", None)),
+        (None, 2, ("process", 2)),
+        ("local", 2, ("local", 2)),  # named local with --jobs 2 is still refused by get_executor
+        ("process", None, ("process", None)),
+        ("ray", 3, ("ray", 3)),
+    ],
+)
+def test_jobs_alone_chooses_a_process_pool(named: str | None, jobs: int | None,
+                                           expected: tuple[str, int | None]) -> None:
+    from telebench.experiments.runner import executor_choice
+    assert executor_choice(named, jobs) == expected

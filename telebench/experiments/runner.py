@@ -176,12 +176,20 @@ def _write_report(exp: Experiment, results: dict[str, Any], out: Path) -> Path:
                         f"free some space and run `telebench report {out / 'results.json'}`.") from None
 
 
+def executor_choice(named: str | None, jobs: int | None) -> tuple[str, int | None]:
+    """The executor and worker count a run uses: `--jobs N` alone (no executor named on the command line
+    or in the suite) means a process pool when N > 1, and the plain local run when N is 1."""
+    if named is None:
+        named = "process" if (jobs or 1) > 1 else "local"
+    return named, (None if named == "local" and jobs == 1 else jobs)
+
+
 def _execute(exp: Experiment, config: Loaded, request: RunRequest, todo: list[list[Unit]], journal: Journal,
              done: dict[str, dict[str, Any]], console: Console) -> tuple[int, bool]:
     """Run the outstanding tasks, journaling each finished unit; returns (units run, interrupted)."""
     threads = request.threads or exp.default_threads(config)
-    name = request.executor or getattr(config, "executor", None) or "local"
-    options: dict[str, Any] = {"jobs": request.jobs, "address": request.address,
+    name, jobs = executor_choice(request.executor or getattr(config, "executor", None), request.jobs)
+    options: dict[str, Any] = {"jobs": jobs, "address": request.address,
                                "allow_shared_device": request.allow_shared_device}
     if name != "local":
         options.update(threads=threads, timed=exp.timed)  # workers use a local run's thread count
