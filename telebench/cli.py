@@ -151,6 +151,9 @@ def run_command(
         help="Train suites: rerun the primary comparisons (the pre-registered ones, else each teleport arm vs "
         "baseline) on K fresh seeds into <out>/replication-<n>/ and say whether each verdict held; runs the "
         "suite first where --out holds no complete results.")] = None,
+    tune_only: Annotated[bool, typer.Option(
+        "--tune-only", help="Train suites with `tune_lr`: run the tuning trials only and report the tuned lrs; a "
+        "later run into the same --out reuses them.")] = False,
 ) -> None:
     """Run any suite — paired training, meta-learning or a correlation study — and report it."""
     from telebench.commands.suites import run_suite
@@ -164,9 +167,10 @@ def run_command(
     def request(name: str) -> RunRequest:
         return RunRequest(out_dir=Path(out) if out else default_out_dir(name), data_root=data_root,
                           executor=executor, jobs=jobs, address=address,
-                          allow_shared_device=allow_shared_device, threads=threads, report=report)
+                          allow_shared_device=allow_shared_device, threads=threads, report=report,
+                          first_stage_only=tune_only)
 
-    outcome = run_suite(suite, overrides, request, replicate=replicate)
+    outcome = run_suite(suite, overrides, request, replicate=replicate, tune_only=tune_only)
     if outcome.interrupted:
         raise typer.Exit(130)
 

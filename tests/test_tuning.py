@@ -184,3 +184,39 @@ def test_a_failed_tuning_trial_stops_after_the_first_stage_and_a_rerun_completes
     fixed = run(path, out)
     assert fixed.ran == 3 + 2 + 1  # the three failed tuning trials, two calibration baselines, one compared
     assert not fixed.results["partial"] and fixed.results["tuning"][0]["complete"]
+
+
+def test_tune_only_runs_the_tuning_trials_alone_and_a_full_run_reuses_them(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from telebench.cli import app
+
+    path, out = write(tmp_path, seeds=[0], arms=["baseline"]), tmp_path / "out"
+    first = CliRunner().invoke(app, ["run", str(path), "--out", str(out), "--tune-only"],
+                               env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert first.exit_code == 0, first.output
+    assert "tuned lr: digits · sgd:" in first.output
+    records = journal(out)
+    assert len(records) == 6 and all(r["spec"]["role"] == "tuning" for r in records)  # 3 lrs × 2 seeds
+    results = json.loads((out / "results.json").read_text())
+    assert results["tuning"][0]["complete"] and not results["partial"]
+    assert "## Tuned learning rates" in (out / "report.md").read_text()
+    full = run(path, out)
+    assert full.ran == 2 + 1 and full.results["tuning"] == results["tuning"]  # calibration and compared only
+
+
+@pytest.mark.parametrize(("tune_lr", "extra", "message"), [
+    (None, [], "tunes no lr; add `tune_lr"),
+    ({"grid": [0.1, 1]}, ["--replicate", "2"], "--tune-only and --replicate cannot be combined"),
+])
+def test_tune_only_refuses_a_suite_without_tuning_or_with_replicate(tmp_path: Path, tune_lr: Any, extra: list[str],
+                                                                   message: str) -> None:
+    from typer.testing import CliRunner
+
+    from telebench.cli import app
+
+    path = write(tmp_path, tune_lr=tune_lr)
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "out"), "--tune-only", *extra])
+    assert result.exit_code != 0 and isinstance(result.exception, UserError)
+    assert message in str(result.exception)
+    assert not (tmp_path / "out").exists()

@@ -43,7 +43,7 @@ def check_plan_size(exp: Experiment[Any], config: Any, path: str) -> None:
 
 
 def run_suite(path: str, overrides: Overrides, request_for: Callable[[str], RunRequest] | None = None,
-              console: Console | None = None, replicate: int | None = None) -> RunOutcome:
+              console: Console | None = None, replicate: int | None = None, tune_only: bool = False) -> RunOutcome:
     """Load any suite and run it; `request_for(suite name)` says where and how (default: reports/<suite>-<time>).
 
     `replicate=K` (a train suite) reruns its primary comparisons on K fresh seeds into
@@ -54,6 +54,8 @@ def run_suite(path: str, overrides: Overrides, request_for: Callable[[str], RunR
     check_plan_size(exp, config, path)
     print_notes(config.notes, console)
     request = request_for(config.name) if request_for else RunRequest(out_dir=default_out_dir(config.name))
+    if tune_only:
+        _check_tunable(config, path, replicate)
     if replicate is not None:
         from telebench.commands.replicate import replicate as run_replication
 
@@ -64,6 +66,18 @@ def run_suite(path: str, overrides: Overrides, request_for: Callable[[str], RunR
     if outcome.report_path is not None:
         console.print(f"report:  {outcome.report_path}", highlight=False)
     return outcome
+
+
+def _check_tunable(config: object, path: str, replicate: int | None) -> None:
+    """`--tune-only` needs a train suite with a `tune_lr` somewhere, and no `--replicate`."""
+    from telebench.experiments.pairs.schema import Suite
+
+    if replicate is not None:
+        raise UserError("--tune-only and --replicate cannot be combined; tune first, then replicate.")
+    cases = getattr(config, "cases", None)
+    if not isinstance(config, Suite) or not any(case.tune_lr is not None for case in cases or []):
+        raise UserError(f"--tune-only: {path} tunes no lr; add `tune_lr: {{grid: [0.3, 1, 3]}}` to its defaults or a "
+                        "case, or drop --tune-only.")
 
 
 def rerender(results_path: Path, out: Path | None, console: Console | None = None) -> Path:

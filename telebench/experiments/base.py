@@ -34,6 +34,7 @@ class RunRequest:
     allow_shared_device: bool = False
     threads: int | None = None  # torch threads per task; None: the kind's default
     report: bool = True
+    first_stage_only: bool = False  # `--tune-only`: a Staged kind stops after its prelude (tuning)
 
 
 @dataclass

@@ -95,6 +95,8 @@ def _run_stages(exp: Experiment, config: Loaded, request: RunRequest, plan: Sequ
         ran, interrupted = _run_stage(exp, config, request, plan, journal, finished, done, console)
         return config, plan, ran, interrupted
     ran, interrupted = _run_stage(exp, config, request, first, journal, finished, done, console)
+    if request.first_stage_only:
+        return config, first, ran, interrupted
     resolved = None if interrupted else exp.resolve(config, done)
     if resolved is None:
         if not interrupted:
