@@ -265,3 +265,22 @@ def test_what_stays_allowed() -> None:
     tokens = torch.randint(0, 8, (5, 4))
     record = teleport(model, tokens, torch.randint(0, 3, (5,)), F.cross_entropy, group="channel-rescale", steps=2)
     assert record.accepted
+
+
+def test_sums_that_overflow_are_not_taken_for_non_finite_values() -> None:
+    """The value checks read reductions (sums, L1 norms) that overflow for huge finite tensors; those
+    fall back to the exact test and pass, while a true inf is still named."""
+    from telebench.symmetry.arguments import check_teleport
+    from telebench.symmetry.search_types import SearchOptions
+
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    with torch.no_grad():
+        model[0].weight.fill_(3e38)
+    x = torch.full((5, 4), 3e38)
+    settings = SearchOptions(steps=1, lr=0.1)
+    check_teleport(model, x, torch.zeros(5).long(), F.cross_entropy, (x, torch.ones(5).long()), settings,
+                   "optimize", False)
+    with torch.no_grad():
+        model[2].bias[1] = math.inf
+    with pytest.raises(ValueError, match=r"parameter '2.bias' contains NaN or inf"):
+        check_teleport(model, x, torch.zeros(5).long(), F.cross_entropy, None, settings, "optimize", False)

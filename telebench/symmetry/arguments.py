@@ -4,9 +4,9 @@ A teleport that is handed a wrong option, a batch the model cannot take or a mod
 would otherwise fail deep inside torch (or worse, run and report nonsense). Each check here raises
 one sentence that names the argument and the fix: ValueError for an option or a batch,
 SymmetryError (a ValueError) for the model's weights' dtype and device. Nothing is written to the
-model. The checks are cheap: shapes and dtypes only (no forward pass on the MLP path), and every
-value check (finite weights, inputs and targets; labels in range) is one reduction read by the host
-once.
+model. The checks are cheap: shapes and dtypes only (no forward pass on the MLP path), and the
+value checks (finite weights, inputs and targets; labels in range) are a few reductions the host
+reads once, plus one read of each label tensor's min and max.
 """
 
 from __future__ import annotations
@@ -29,9 +29,6 @@ MODES = ("optimize", "random")
 WEIGHT_DTYPES = (torch.float32, torch.float64)
 LABEL_DTYPES = (torch.int64, torch.uint8)  # what cross_entropy and nll_loss take as class indices
 PROBE_ROWS = 2  # rows a failed site discovery is re-run on, to tell a bad batch from an untraceable model
-
-Flag = tuple[str, Tensor, Tensor | None]  # (the sentence, a 0-d value finite when all is well, the tensor it sums)
-
 
 def _got(value: object) -> str:
     return f"{value!r} ({type(value).__name__})"
@@ -71,26 +68,27 @@ def check_options(settings: SearchOptions, mode: str, tolerance: object, max_wei
         raise ValueError(f"random_scale must be a positive finite number or None, got {_got(random_scale)}.")
 
 
-def check_weights(model: nn.Module) -> Tensor | None:
+def check_weights(model: nn.Module) -> tuple[Tensor | None, list[Tensor]]:
     """One dtype (float32 or float64) and one device over the parameters; a floating one to compare
-    the batch with (None: the model has none, which the paths refuse in their own words)."""
+    the batch with (None: the model has none, which the paths refuse in their own words), and the
+    floating parameters themselves (one walk over the model, for the finite check)."""
     params = list(model.parameters())
-    floating = [p for p in params if p.is_floating_point()]
-    dtypes = sorted({str(p.dtype) for p in floating})
-    devices = sorted({str(p.device) for p in params})
+    floating: list[Tensor] = [p for p in params if p.is_floating_point()]
+    dtypes = {p.dtype for p in floating}
+    devices = {p.device for p in params}
     if len(dtypes) > 1:
-        raise SymmetryError(f"the model's parameters mix dtypes {dtypes}; teleport needs one dtype: convert the "
-                            "whole model with model.float() or model.double().")
+        raise SymmetryError(f"the model's parameters mix dtypes {sorted(map(str, dtypes))}; teleport needs one dtype: "
+                            "convert the whole model with model.float() or model.double().")
     if len(devices) > 1:
-        raise SymmetryError(f"the model's parameters lie on several devices {devices}; move the whole model to "
-                            "one device with model.to(device).")
+        raise SymmetryError(f"the model's parameters lie on several devices {sorted(map(str, devices))}; move the "
+                            "whole model to one device with model.to(device).")
     if not floating:
-        return None
+        return None, floating
     like = floating[0]
     if like.dtype not in WEIGHT_DTYPES:
         raise SymmetryError(f"the model's weights are {like.dtype}, but teleport needs float32 or float64 weights "
                             "(half precision rounds more than its invariance checks allow): use model.float().")
-    return like
+    return like, floating
 
 
 def _tensors(name: str, value: object, site: bool) -> list[tuple[str, Tensor]]:
@@ -148,45 +146,41 @@ _KNOWN = (F.cross_entropy, F.nll_loss, F.mse_loss, F.l1_loss, F.smooth_l1_loss, 
 _KNOWN_MODULES = (nn.CrossEntropyLoss, nn.NLLLoss, nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)
 
 
-def _targets(model: nn.Module, name: str, y: object, rows: int | None, loss_fn: object, site: bool) -> list[Flag]:
+def _targets(model: nn.Module, name: str, y: object, rows: int | None, loss_fn: object, site: bool,
+             checks: _Checks) -> None:
     """Targets: one per input row, class indices int64 in range for cross-entropy, finite when floating."""
     if not isinstance(y, Tensor):
         if site:
-            return []  # a site model's loss may take any targets
+            return  # a site model's loss may take any targets
         raise ValueError(f"{name} must be a tensor, got {type(y).__name__}.")
     known = not site or any(loss_fn is f for f in _KNOWN) or isinstance(loss_fn, _KNOWN_MODULES)
     if known and rows is not None and (y.dim() == 0 or y.shape[0] != rows):
         got = "a 0-d tensor" if y.dim() == 0 else f"{y.shape[0]} rows (shape {tuple(y.shape)})"
         raise ValueError(f"{name} has {got} but the inputs have {rows} rows: pass one target per input row.")
     if y.is_floating_point():
-        return [_finite(f"{name} contain NaN or inf: teleport needs finite targets.", y)]
+        checks.finite(f"{name} contain NaN or inf: teleport needs finite targets.", y)
+        return
     ignore = class_index_loss(loss_fn)
     if ignore is None:
-        return []
+        return
     loss = getattr(loss_fn, "__name__", type(loss_fn).__name__)
     if y.dtype not in LABEL_DTYPES:
         raise ValueError(f"{name} must be int64 class indices for {loss}, got {y.dtype}: convert them with {name}.long().")
     lin = [m for m in model if isinstance(m, nn.Linear)] if isinstance(model, nn.Sequential) and not site else []
     if lin and y.dim() != 1:
         raise ValueError(f"{name} must be 1-D class indices for {loss} on an MLP, got shape {tuple(y.shape)}.")
-    ok = y >= 0
-    span = "[0, n_classes)"
-    if lin:
-        ok = ok & (y < lin[-1].out_features)
-        span = f"[0, {lin[-1].out_features}) (the last Linear layer's out_features)"
-    ok = ok | (y == ignore)
-    return [(f"{name} must be class indices in {span} for {loss}, but some lie outside it.",
-             ok.all().double().reciprocal(), None)]  # 1/1 when all are in range, 1/0 = inf otherwise
+    classes = lin[-1].out_features if lin else None
+    span = f"[0, {classes}) (the last Linear layer's out_features)" if lin else "[0, n_classes)"
+    checks.labels(f"{name} must be class indices in {span} for {loss}, but some lie outside it.", y, classes, ignore)
 
 
 def _batch(model: nn.Module, names: tuple[str, str], inputs: object, targets: object, loss_fn: object,
-           like: Tensor | None, site: bool) -> list[Flag]:
-    """One (inputs, targets) batch: its structure checked here, its values returned as flags."""
+           like: Tensor | None, site: bool, checks: _Checks) -> None:
+    """One (inputs, targets) batch: its structure checked here, its values added to ``checks``."""
     tensors = _tensors(names[0], inputs, site)
     first = tensors[0][1]
     if first.dim() > 0 and first.shape[0] == 0:
         raise ValueError(f"{names[0]} is an empty batch (shape {tuple(first.shape)}): teleport needs at least one row.")
-    flags: list[Flag] = []
     for name, x in tensors:
         if like is not None and x.device != like.device:
             raise ValueError(f"{name} is on {x.device} but the model is on {like.device}: move it with "
@@ -194,31 +188,63 @@ def _batch(model: nn.Module, names: tuple[str, str], inputs: object, targets: ob
         if not site:
             _mlp_features(model, name, x)
         if x.is_floating_point():
-            flags.append(_finite(f"{name} contain NaN or inf: teleport needs finite inputs.", x))
+            checks.finite(f"{name} contain NaN or inf: teleport needs finite inputs.", x)
     rows = first.shape[0] if first.dim() > 0 else None
-    flags += _targets(model, names[1], targets, rows, loss_fn, site)
-    return flags
+    _targets(model, names[1], targets, rows, loss_fn, site, checks)
 
 
-def _finite(message: str, t: Tensor) -> Flag:
-    """A NaN or inf anywhere in ``t`` makes its sum NaN or inf, and a sum is several times cheaper
-    than ``isfinite`` on CPU; a sum that merely overflowed is told apart on the failure path."""
-    return message, t.detach().sum(), t
+class _Checks:
+    """The value checks of one call, read by the host at once (:meth:`read`). Each finite check is a
+    0-d reduction, NaN or inf when its tensor holds one (a sum that merely overflowed is told apart
+    on the failure path); a label check is the labels' min and max, with the exact test (the ignored
+    index allowed) only when those fall outside the range. A reduction is several times cheaper
+    than ``isfinite`` on CPU, and on a small net each operator's overhead is what costs."""
 
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.values: list[Tensor] = []  # 0-d, finite when all is well
+        self.sources: list[tuple[str, Tensor]] = []  # (sentence, the tensor behind each value)
+        self.ranges: list[tuple[str, Tensor, int | None, int, Tensor]] = []  # (sentence, y, classes, ignore, [min, max])
+        self.weights: nn.Module | None = None  # the model whose floating parameters follow the sources' values
 
-def _finite_weights(model: nn.Module) -> list[Flag]:
-    return [_finite(f"the model's parameter {n!r} contains NaN or inf: teleport moves finite weights only; "
-                    "re-initialise the model or restore a finite checkpoint.", p)
-            for n, p in model.named_parameters() if p.is_floating_point()]
+    def finite(self, message: str, t: Tensor) -> None:
+        with torch.no_grad():
+            self.values.append(t.sum())
+        self.sources.append((message, t))
 
+    def finite_weights(self, model: nn.Module, floating: list[Tensor]) -> None:
+        """Every floating parameter in one fused reduction (their L1 norms); the parameters' names
+        are looked up only when one fails."""
+        if not floating:
+            return
+        with torch.no_grad():
+            self.values.extend(torch._foreach_norm(floating, 1))
+        self.weights = model
 
-def _read(flags: Sequence[Flag], device: torch.device) -> None:
-    """All flags in one host read; on a failure, the first truly failing flag's sentence."""
-    if not flags or bool(torch.stack([v.to(device) for _, v, _ in flags]).isfinite().all()):
-        return
-    for message, value, source in flags:
-        if not bool(value.isfinite()) and (source is None or not bool(source.detach().isfinite().all())):
-            raise ValueError(message)
+    def labels(self, message: str, y: Tensor, classes: int | None, ignore: int) -> None:
+        self.ranges.append((message, y, classes, ignore, torch.stack(torch.aminmax(y))))
+
+    def read(self) -> None:
+        """Raise the first failing check's sentence, if any."""
+        values = [v if v.device == self.device else v.to(self.device) for v in self.values]
+        if values and not bool(torch.stack(values).sum().isfinite()):
+            sources = list(self.sources)
+            if self.weights is not None:
+                sources += [(f"the model's parameter {name!r} contains NaN or inf: teleport moves finite weights "
+                             "only; re-initialise the model or restore a finite checkpoint.", p)
+                            for name, p in self.weights.named_parameters() if p.is_floating_point()]
+            for (message, source), value in zip(sources, values, strict=True):
+                if not bool(value.isfinite()) and not bool(source.detach().isfinite().all()):
+                    raise ValueError(message)
+        for message, y, classes, ignore, extremes in self.ranges:
+            low, high = extremes.tolist()
+            if low >= 0 and (classes is None or high < classes):
+                continue
+            ok = y >= 0
+            if classes is not None:
+                ok = ok & (y < classes)
+            if not bool((ok | (y == ignore)).all()):
+                raise ValueError(message)
 
 
 def check_teleport(model: object, inputs: object, targets: object, loss_fn: object, held_out: object,
@@ -235,12 +261,13 @@ def check_teleport(model: object, inputs: object, targets: object, loss_fn: obje
                          f"torch.nn.functional.cross_entropy, got {type(loss_fn).__name__}.")
     if held_out is not None and not (isinstance(held_out, tuple | list) and len(held_out) == 2):
         raise ValueError(f"held_out must be a pair (inputs, targets), got {type(held_out).__name__}.")
-    like = check_weights(model)
-    flags = _batch(model, ("inputs", "targets"), inputs, targets, loss_fn, like, site)
+    like, floating = check_weights(model)
+    checks = _Checks(torch.device("cpu") if like is None else like.device)
+    _batch(model, ("inputs", "targets"), inputs, targets, loss_fn, like, site, checks)
     if held_out is not None:
-        flags += _batch(model, ("held_out[0]", "held_out[1]"), held_out[0], held_out[1], loss_fn, like, site)
-    flags += _finite_weights(model)
-    _read(flags, torch.device("cpu") if like is None else like.device)
+        _batch(model, ("held_out[0]", "held_out[1]"), held_out[0], held_out[1], loss_fn, like, site, checks)
+    checks.finite_weights(model, floating)
+    checks.read()
 
 
 def forward_failure(model: nn.Module, args: Sequence[Any]) -> ValueError | None:
