@@ -133,3 +133,19 @@ def test_without_a_declaration_every_teleport_arm_against_the_baseline_is_replic
     assert [(line["original"]["verdict"], line["outcome"]) for line in lines] == [
         ("faster", HELD), ("faster", NOT_HELD), ("too few seeds", INCONCLUSIVE)]
     assert lines[2]["replication"] is None
+
+
+def test_a_tuned_suite_replicates_at_the_original_lr_without_tuning_again(tmp_path: Path, one_thread: None) -> None:
+    doc = json.loads(json.dumps(SUITE))
+    doc["defaults"]["tune_lr"] = {"grid": [0.3, 1]}
+    suite = tmp_path / "tuned.yaml"
+    suite.write_text(yaml.safe_dump(doc, sort_keys=False))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", str(suite), "--out", str(out), "--replicate", "1"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    chosen = _json(out / "results.json")["tuning"][0]["chosen_lr"]
+    replication = _json(out / "replication-1" / "results.json")
+    assert all(t["spec"]["role"] != "tuning" for t in replication["trials"])  # the original's tuning stands
+    assert {t["spec"]["optimizer"]["lr"] for t in replication["trials"]} == {chosen}
+    assert replication["tuning"][0]["chosen_lr"] == chosen
+    assert "## Tuned learning rates" in (out / "replication-1" / "report.md").read_text(encoding="utf-8")

@@ -8,7 +8,9 @@
    and calibration seeds) nor by any unit recorded in `<out>` or in any `<out>/replication-<n>/`.
 4. The run: the same suite narrowed to the cases, optimizers, devices and arms the comparisons need, on
    the fresh seeds, with the calibration baselines its target needs (their seeds are the original's, so
-   the target is defined as it was) and those comparisons declared, so Holm runs over them alone. It goes
+   the target is defined as it was), each tuned optimizer at the lr the original's tuning chose (no tuning
+   trial runs again; the report's tuning table is the original's), and those comparisons declared, so
+   Holm runs over them alone. It goes
    through the one runner into `<out>/replication-<n>/` (n = 1, 2, ...: replications accumulate), which
    also writes its own results.json and report.md.
 5. The verdict: replication.md (and replication.json) beside them, and a table on the terminal.
@@ -35,6 +37,7 @@ from telebench.experiments.base import Experiment, RunOutcome, RunRequest
 from telebench.experiments.pairs.experiment import PairsExperiment
 from telebench.experiments.pairs.schema import AnalysisConfig, ComparisonConfig, Suite
 from telebench.experiments.pairs.spec import TrialSpec
+from telebench.experiments.pairs.tuning import annotate_summary
 from telebench.experiments.runner import run_experiment
 from telebench.render.load import ensure_summary
 from telebench.render.replication import render_markdown, render_terminal
@@ -47,10 +50,19 @@ _FOLDER = re.compile(r"replication-([1-9][0-9]*)")
 
 
 class _Narrowed(PairsExperiment):
-    """The train kind with its plan narrowed to the trials a replication needs; the one runner runs it."""
+    """The train kind with its plan narrowed to the trials a replication needs; the one runner runs it.
+    A tuned suite keeps the original's tuned lrs (`tuning`: its results' rows), so no tuning reruns."""
 
-    def __init__(self, needed: set[tuple[str, str, str, str]]) -> None:
+    def __init__(self, needed: set[tuple[str, str, str, str]], tuning: list[dict[str, Any]] | None = None) -> None:
         self.needed = needed  # (case, optimizer label, device, arm) of the compared trials to run
+        self.tuning = tuning or []
+
+    def summarise(self, config: Any, records: Any, partial: bool) -> dict[str, Any]:
+        out = dict(super().summarise(config, records, partial))
+        if self.tuning:  # the lrs were chosen by the original run's tuning trials, not by any of this run's
+            out["tuning"] = self.tuning
+            out["summary"] = annotate_summary(out["summary"], self.tuning)
+        return out
 
     def plan(self, config: Any) -> list[list[TrialSpec]]:
         keep = [[t for t in task if t.role == "calibration"
@@ -85,7 +97,7 @@ def replicate(exp: Experiment[Any], config: Any, request: RunRequest, k: int, co
               "comparisons": [{f: r[f] for f in ("case", "optimizer", "device", "arm", "against")} for r in rows]}
     _write(folder / PLAN_NAME, dumps(record, indent=1))
     console.print(f"[bold]Replication {n}[/] of {len(rows)} comparison(s) on seeds {seeds} into {folder}")
-    narrowed, suite = _narrowed(config, rows, seeds, n)
+    narrowed, suite = _narrowed(config, rows, seeds, n, results.get("tuning") or [])
     outcome = run_experiment(narrowed, suite, replace(request, out_dir=folder), console)
     if outcome.interrupted:
         return outcome
@@ -160,9 +172,15 @@ def _read_plan(folder: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _narrowed(config: Suite, rows: list[dict[str, Any]], seeds: list[int], n: int) -> tuple[_Narrowed, Suite]:
-    """The suite cut down to what the comparisons need, on the fresh seeds, the comparisons declared."""
+def _narrowed(config: Suite, rows: list[dict[str, Any]], seeds: list[int], n: int,
+              tuning: list[dict[str, Any]]) -> tuple[_Narrowed, Suite]:
+    """The suite cut down to what the comparisons need, on the fresh seeds, the comparisons declared,
+    and each tuned optimizer at the lr the original's tuning chose (`tuned_lr`: its prelude is then empty)."""
     needed = {(r["case"], r["optimizer"], r["device"], arm) for r in rows for arm in (r["arm"], r["against"])}
+    chosen: dict[str, dict[str, float]] = {}
+    for row in tuning:
+        if row.get("chosen_lr") is not None:
+            chosen.setdefault(str(row["case"]), {})[str(row["optimizer"])] = float(row["chosen_lr"])
     cases = []
     for case in config.cases:
         mine = {key for key in needed if key[0] == case.name}
@@ -174,13 +192,15 @@ def _narrowed(config: Suite, rows: list[dict[str, Any]], seeds: list[int], n: in
             "optimizers": [o for o in case.optimizers if any(key[1] == o.label for key in mine)],
             "devices": [d for d in case.devices if any(key[2] == d for key in mine)],
             "arms": [a for a in case.arms if a.name in arms],
+            **({"tuned_lr": chosen[case.name]} if case.tune_lr is not None and case.name in chosen else {}),
         }))
     declared = list(dict.fromkeys((r["case"], r["optimizer"], r["arm"], r["against"]) for r in rows))
     analysis = AnalysisConfig(primary_metric=config.analysis.primary_metric, primary_comparisons=[
         ComparisonConfig(case=c, optimizer=o, arm=a, against=b) for c, o, a, b in declared])
     description = f"Replication {n} of {config.name} on fresh seeds {seeds}. {config.description}".strip()
     suite = config.model_copy(update={"cases": cases, "analysis": analysis, "notes": [], "description": description})
-    return _Narrowed(needed), suite
+    kept = [row for row in tuning if row.get("case") in {c.name for c in cases}]
+    return _Narrowed(needed, kept), suite
 
 
 def _write(path: Path, text: str) -> None:
