@@ -14,6 +14,10 @@ from torch import Tensor, nn
 
 from telebench.training.dataset_bundle import CLASSIFICATION, REGRESSION
 
+TRAIN_EVAL_SIZE = 10_000
+"""Training loss is measured on (at most) this many training samples, a fixed prefix, so evaluation
+cost stays bounded; every kind (pairs, correlation) and their time estimates use it."""
+
 
 class TaskLoss(Protocol):
     """A torch functional loss: mean over the batch by default, or `reduction="sum"`."""

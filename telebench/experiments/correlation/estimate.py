@@ -23,10 +23,10 @@ import torch
 
 from telebench.config import registry
 from telebench.experiments.correlation.schema import StudyCase
+from telebench.training.evaluation import TRAIN_EVAL_SIZE
 from telebench.training.specs import thaw
 
 PROBE_STEPS = 200
-TRAIN_EVAL_SIZE = 10_000  # as train.TRAIN_EVAL_SIZE (not imported: train imports the metrics' modules at once)
 UNKNOWN_SIZES = (1_000, 250)
 
 

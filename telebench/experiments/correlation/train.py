@@ -28,13 +28,12 @@ from telebench.training.batches import BatchStream
 from telebench.training.clock import Clock
 from telebench.training.dataset_bundle import DatasetBundle
 from telebench.training.datasets import load_dataset
-from telebench.training.evaluation import evaluate, loss_fn_for
+from telebench.training.evaluation import TRAIN_EVAL_SIZE, evaluate, loss_fn_for
 from telebench.training.models import build_mlp
 from telebench.training.optimizers import make_optimizer
 from telebench.training.specs import DatasetSpec
 from telebench.training.step import budget_steps, optimizer_step
 
-TRAIN_EVAL_SIZE = 10_000  # the training loss is measured on (at most) this many training samples
 MEASURE_SUBSET_SEED = 0  # the fixed permutation the measurement subset is taken from
 DEVICE = "cpu"  # networks train where build_mlp puts them
 

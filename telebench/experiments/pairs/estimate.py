@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from telebench.config import registry
 from telebench.experiments.pairs.spec import TELEPORTING_ARMS, ScheduleSpec, TeleportSpec, TrialSpec
-from telebench.experiments.pairs.stand_in import TRAIN_EVAL_SIZE, StandIn, build_stand_in
+from telebench.experiments.pairs.stand_in import StandIn, build_stand_in
+from telebench.training.evaluation import TRAIN_EVAL_SIZE
 from telebench.training.specs import DatasetSpec, ModelSpec, OptimizerSpec, thaw
 from telebench.training.step import budget_steps
 

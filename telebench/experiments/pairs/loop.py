@@ -28,12 +28,11 @@ from telebench.training.batches import BatchStream
 from telebench.training.clock import Clock, resolve_device
 from telebench.training.dataset_bundle import DatasetBundle
 from telebench.training.datasets import load_dataset
-from telebench.training.evaluation import evaluate, loss_fn_for
+from telebench.training.evaluation import TRAIN_EVAL_SIZE, evaluate, loss_fn_for
 from telebench.training.model_families import build_from_spec
 from telebench.training.optimizers import apply_state_policy, make_optimizer
 from telebench.training.step import optimizer_step
 
-TRAIN_EVAL_SIZE = 10_000  # train loss is measured on a fixed subset, so evaluation cost stays bounded
 HELD_OUT_SIZE = 2_000  # held-out samples for each teleport's invariance check
 WARMUP_STEPS = 3
 # A training loss this many times its value at step 0 counts as diverged: training that multiplies its

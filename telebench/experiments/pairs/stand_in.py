@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from telebench.experiments.pairs.spec import TrialSpec
 from telebench.training.dataset_bundle import DatasetBundle
+from telebench.training.evaluation import TRAIN_EVAL_SIZE
 
 STAND_IN_ROWS = 2048  # rows per split of the random stand-in data (more when a batch needs them)
-TRAIN_EVAL_SIZE = 10_000  # the loop's train-loss subset (telebench.experiments.pairs.loop)
 
 
 @dataclass
