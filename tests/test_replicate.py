@@ -149,3 +149,7 @@ def test_a_tuned_suite_replicates_at_the_original_lr_without_tuning_again(tmp_pa
     assert {t["spec"]["optimizer"]["lr"] for t in replication["trials"]} == {chosen}
     assert replication["tuning"][0]["chosen_lr"] == chosen
     assert "## Tuned learning rates" in (out / "replication-1" / "report.md").read_text(encoding="utf-8")
+    again = CliRunner().invoke(app, ["run", str(suite), "--out", str(out), "--replicate", "1"], env={"COLUMNS": "200"})
+    assert again.exit_code == 0, again.output
+    assert "running the suite first" not in again.output  # complete: tuning trials are not among its trials
+    assert _json(out / "replication-2" / "replication.json")["seeds"] == [4]

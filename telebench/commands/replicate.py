@@ -33,11 +33,11 @@ from rich.console import Console
 from telebench.analysis.replication import judge, primary_rows
 from telebench.errors import UserError
 from telebench.execution.journal import Journal
-from telebench.experiments.base import Experiment, RunOutcome, RunRequest
+from telebench.experiments.base import Experiment, RunOutcome, RunRequest, Staged
 from telebench.experiments.pairs.experiment import PairsExperiment
 from telebench.experiments.pairs.schema import AnalysisConfig, ComparisonConfig, Suite
 from telebench.experiments.pairs.spec import TrialSpec
-from telebench.experiments.pairs.tuning import annotate_summary
+from telebench.experiments.pairs.tuning import TUNING, annotate_summary
 from telebench.experiments.runner import run_experiment
 from telebench.render.load import ensure_summary
 from telebench.render.replication import render_markdown, render_terminal
@@ -120,7 +120,15 @@ def _complete_results(exp: Experiment[Any], config: Suite, out: Path) -> dict[st
     except UserError:
         return None
     have = {t.get("id") for t in results.get("trials") or [] if isinstance(t, dict)}
-    if results.get("suite") != config.name or any(u.id not in have for task in exp.plan(config) for u in task):
+    if results.get("suite") != config.name:
+        return None
+    resolved: Any = config
+    if isinstance(exp, Staged) and exp.prelude(config):  # a tuned suite: its compared lrs come from the journal
+        resolved = exp.resolve(config, {r["id"]: r for r in Journal(out, exp.journal_name).records() if "id" in r})
+        if resolved is None:
+            return None
+    planned = [u for task in exp.plan(resolved) for u in task if getattr(u, "role", None) != TUNING]
+    if any(u.id not in have for u in planned):  # tuning trials never enter results.json's trials
         return None
     return ensure_summary(results)
 
