@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from telebench.analysis.meta_verdicts import verdicts
 from telebench.render.figures import new_figure, save_figure
 from telebench.results.store import atomic_write_text
 
@@ -362,6 +363,28 @@ def _still_falling(arm: dict[str, Any], window: int = 10) -> str:
     return ""
 
 
+def verdict_section(cases: Sequence[dict[str, Any]]) -> list[str]:
+    """The paired verdicts of :mod:`telebench.analysis.meta_verdicts` as a markdown section."""
+    rows = verdicts(cases, arm_label)
+    if not rows:
+        return []
+    m = rows[0]["holm_m"]
+    out = ["## Verdicts", "",
+           "Each learned-teleport arm against its reference without a teleport (LSTM(update, tele) against "
+           "LSTM(update), LSTM(lr, tele) against GD), on the test seeds' final loss, paired by seed (the same task "
+           f"and weights): exact two-sided sign test, Holm over these {m} comparison(s), "
+           "α = 0.05; the word is said of the arm's final loss (a diverged run is worse than any finite loss). "
+           "*ratio*: the median over seeds of arm ÷ reference.", "",
+           "| case | arm | against | seeds | arm lower / higher | median ratio | p (raw → Holm) | verdict |",
+           "|---|---|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        ratio = "—" if r["median_ratio"] is None else f"{r['median_ratio']:.3g}×"
+        p = "—" if r["p_value"] is None else f"{r['p_value']:.2g} → {r['p_adjusted']:.2g}"
+        out.append(f"| {r['case']} | {r['arm']} | {r['against']} | {r['n_pairs']} | {r['lower']} / {r['higher']} | "
+                   f"{ratio} | {p} | {r['verdict']} |")
+    return out
+
+
 def render_markdown(results: dict[str, Any], images: dict[str, dict[str, str]]) -> str:
     env = results["environment"]
     lines = [
@@ -377,6 +400,7 @@ def render_markdown(results: dict[str, Any], images: dict[str, dict[str, str]]) 
         "Meta-training time is reported apart from test time. The test clock covers the gradient, the LSTMs, "
         "the update and the teleport; measuring each teleport's loss change runs off the clock.",
     ]
+    lines += ["", *verdict_section(results["cases"])]
     for case in results["cases"]:
         pics = images.get(case["name"], {})
         lines += ["", f"## Case `{case['name']}`", "", *_setup(case)]

@@ -92,8 +92,16 @@ class MetaExperiment:
         return write_report(results, out_dir)
 
     def render_terminal(self, results: dict[str, Any], console: Console) -> None:
-        """A meta suite's findings are its report's tables and plots; the terminal gets the case count."""
+        """A meta suite's findings are its report's tables and plots; the terminal gets the case count and
+        the verdicts."""
+        from telebench.analysis.meta_verdicts import verdicts
+        from telebench.render.meta import arm_label
+
         console.print(f"{len(results['cases'])} meta case(s) finished.", highlight=False)
+        for r in verdicts(results["cases"], arm_label):
+            p = "" if r["p_value"] is None else f", p {r['p_value']:.2g} → {r['p_adjusted']:.2g} (Holm)"
+            console.print(f"{r['case']}: {r['arm']} vs {r['against']}: {r['verdict']} (arm lower on {r['lower']} of "
+                          f"{r['n_pairs']} seeds{p})", highlight=False)
 
 
 EXPERIMENT = MetaExperiment()
