@@ -200,7 +200,9 @@ def test_tune_only_runs_the_tuning_trials_alone_and_a_full_run_reuses_them(tmp_p
     assert len(records) == 6 and all(r["spec"]["role"] == "tuning" for r in records)  # 3 lrs × 2 seeds
     results = json.loads((out / "results.json").read_text())
     assert results["tuning"][0]["complete"] and not results["partial"]
-    assert "## Tuned learning rates" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "## Tuned learning rates" in report and "0 trials (only the tuning stage ran: 1 optimizer(s) tuned" in report
+    assert "Only the tuning stage ran" in first.output
     full = run(path, out)
     assert full.ran == 2 + 1 and full.results["tuning"] == results["tuning"]  # calibration and compared only
 

@@ -182,7 +182,10 @@ def _header_line(results: dict[str, Any]) -> str:
     created = _date(results, "%Y-%m-%d %H:%M %Z")
     suite_path = results.get("suite_path")
     source = f" from `{suite_path}`" if suite_path else ""
-    return f"Run {created}{source}; {len(results.get('trials') or [])} trials."
+    trials = len(results.get("trials") or [])
+    tuned = [r for r in results.get("tuning") or [] if r.get("complete")]
+    only_tuning = f" (only the tuning stage ran: {len(tuned)} optimizer(s) tuned, below)" if not trials and tuned else ""
+    return f"Run {created}{source}; {trials} trials{only_tuning}."
 
 
 def _notes(results: dict[str, Any], trials: list[dict[str, Any]]) -> list[str]:

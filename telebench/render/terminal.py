@@ -106,7 +106,9 @@ def render_terminal(results: dict[str, Any], console: Console) -> None:
     partial = " · PARTIAL (interrupted run)" if results.get("partial") else ""
     console.print(f"[bold]telebench · {escape(str(results.get('suite', '?')))}[/]{partial}")
     if not rows:
-        console.print("No finished trials to summarise.")
+        tuned = any(r.get("complete") for r in results.get("tuning") or [])
+        console.print("Only the tuning stage ran; its choices follow." if tuned and not results.get("trials")
+                      else "No finished trials to summarise.")
         return
     render_preregistered(results, console)  # the declared comparisons first, where the suite declared them
     left_out: list[str] = []
