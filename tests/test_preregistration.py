@@ -206,3 +206,26 @@ def test_old_results_without_a_declaration_render_as_before(tmp_path: Path) -> N
         report = (tmp_path / name.removesuffix(".json") / "report.md").read_text(encoding="utf-8")
         assert "## Summary" in report and "Pre-registered" not in report
         assert "primary_comparisons" not in json.loads(copy.read_text())
+
+
+def test_a_loss_primary_metric_says_its_verdict_of_the_loss() -> None:
+    """The row word stays faster/slower (compare and replication judge by it); tables print a decision
+    taken on a loss as lower/higher loss, and time/steps verdicts as they are."""
+    from telebench.render import fmt
+    from telebench.render.preregistered import cells
+    from telebench.render.replication import cells as replication_cells
+
+    assert fmt.verdict_word("slower", "final_val_loss") == "higher loss"
+    assert fmt.verdict_word("faster", "auc_log_train_loss") == "lower loss"
+    assert fmt.verdict_word("slower", "time_to_target") == "slower"
+    assert fmt.verdict_word("no clear difference", "final_train_loss") == "no clear difference"
+    row = {"case": "c", "optimizer": "sgd", "device": "cpu", "arm": "up", "baseline_arm": "baseline", "n_pairs": 12,
+           "primary_metric": "final_val_loss", "median": 0.004, "ci_low": 0.001, "ci_high": 0.006, "ci_level": 0.96,
+           "p_value": 0.0005, "p_adjusted": 0.009, "verdict": "slower"}
+    assert cells(row)[-1] == "higher loss"
+    line = {"case": "c", "optimizer": "sgd", "device": "cpu", "arm": "up", "against": "baseline",
+            "original": {"verdict": "no clear difference", "n_pairs": 12}, "replication": {"verdict": "slower",
+                                                                                          "n_pairs": 12},
+            "outcome": "did not hold"}
+    assert replication_cells(line, "final_val_loss")[8] == "higher loss"
+    assert replication_cells(line, "time_to_target")[8] == "slower"

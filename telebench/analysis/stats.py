@@ -42,7 +42,8 @@ __all__ = ["ALPHA", "MIN_PAIRS", "VERDICTS", "VERDICT_RULE", "json_number", "pai
 
 MIN_PAIRS = min_pairs_for(ALPHA)  # informative seeds an exact two-sided sign test needs at α = 0.05: 6
 VERDICT_RULE = (
-    f"*faster* or *slower* when the {TEST_NAME} on the primary metric has p ≤ {ALPHA:g} after "
+    f"*faster* or *slower* (with a loss as the primary metric, printed *lower loss* or *higher loss*) when "
+    f"the {TEST_NAME} on the primary metric has p ≤ {ALPHA:g} after "
     f"{CORRECTION_NAME} correction over the report's comparisons; *identical* when every evaluation of "
     "every paired seed equals the baseline's bit for bit; *too few seeds* with fewer than "
     f"{MIN_PAIRS} informative seeds (seeds whose sign is known and not a tie), since no outcome of the "

@@ -214,3 +214,16 @@ def _plain(v: float) -> str:
     if math.isinf(v):
         return "∞" if v > 0 else "−∞"
     return f"{v:.3g}"
+
+
+_LOSS_WORDING = {"faster": "lower loss", "slower": "higher loss"}
+
+
+def verdict_word(word: Any, metric: Any) -> Any:
+    """A row's verdict as a table prints it. The row's word is *faster*/*slower* whatever decided it;
+    with a loss as the primary metric (final training or validation loss, area under the log loss) the
+    same decision is printed *lower loss*/*higher loss*, so "slower" never stands for a higher loss."""
+    if metric in (None, "time_to_target", "steps_to_target"):
+        return word
+    return _LOSS_WORDING.get(word, word) if isinstance(word, str) else word
+

@@ -68,7 +68,8 @@ def cells(row: Row) -> list[str]:
             str(row.get("n_pairs") if row.get("n_pairs") is not None else fmt.DASH),
             effect if row.get("n_pairs") else fmt.DASH, level,
             fmt.DASH if row.get("identical") else fmt.p_pair(row.get("p_value"), row.get("p_adjusted")),
-            row.get("verdict") or ("no paired seeds" if not row.get("n_pairs") else fmt.DASH)]
+            fmt.verdict_word(row.get("verdict"), row.get("primary_metric"))
+            or ("no paired seeds" if not row.get("n_pairs") else fmt.DASH)]
 
 
 def markdown_sections(results: dict[str, Any], table: Any) -> list[str]:

@@ -29,14 +29,15 @@ RULE = (  # the rule of telebench.analysis.replication.outcome, in words
 )
 
 
-def cells(line: dict[str, Any]) -> list[str]:
-    """One comparison's cells, as plain text (the markdown and terminal tables share them)."""
+def cells(line: dict[str, Any], metric: str | None = None) -> list[str]:
+    """One comparison's cells, as plain text (the markdown and terminal tables share them); `metric`, the
+    primary metric, words the verdicts (`fmt.verdict_word`)."""
     original, again = line.get("original") or {}, line.get("replication") or {}
     return [
         line["case"], line["optimizer"], line["device"], line["arm"], line["against"],
-        original.get("verdict") or fmt.DASH, fmt.p_pair(original.get("p_value"), original.get("p_adjusted")),
+        fmt.verdict_word(original.get("verdict"), metric) or fmt.DASH, fmt.p_pair(original.get("p_value"), original.get("p_adjusted")),
         str(original.get("n_pairs") if original.get("n_pairs") is not None else fmt.DASH),
-        again.get("verdict") or "not run", fmt.p_pair(again.get("p_value"), again.get("p_adjusted")),
+        fmt.verdict_word(again.get("verdict"), metric) or "not run", fmt.p_pair(again.get("p_value"), again.get("p_adjusted")),
         str(again.get("n_pairs") if again.get("n_pairs") is not None else fmt.DASH),
         line["outcome"],
     ]
@@ -61,7 +62,8 @@ def render_markdown(record: dict[str, Any]) -> str:
         "earlier run and replication there). Only the arms these comparisons need ran, with the calibration "
         f"baselines their target needs. Primary metric: {metric}. Verdicts at α = {ALPHA:g}: the original's "
         "Holm-corrected over its report's family, the replication's over the replicated comparisons.",
-        _table(list(COLUMNS), [cells(line) for line in lines]) if lines else "No comparison to replicate.",
+        _table(list(COLUMNS), [cells(line, record.get("primary_metric")) for line in lines]) if lines
+        else "No comparison to replicate.",
         f"**Result: {counts(lines)}.**",
         f"Rule: {RULE}",
     ]
@@ -85,7 +87,7 @@ def render_terminal(record: dict[str, Any], console: Console) -> None:
             table.add_column(name.replace(" p (raw → Holm)", " p\nraw→Holm").replace(" seeds", "\nseeds"),
                              justify="left" if name in ("case", "optimizer", "arm", "against", "result") else "right")
     for line in lines:
-        row = cells(line)
+        row = cells(line, record.get("primary_metric"))
         device = "" if row[2] == "cpu" else f" @ {row[2]}"
         texts = [Text(c) for i, c in enumerate(row) if i != 2]
         texts[1] = Text(row[1] + device)

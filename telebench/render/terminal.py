@@ -81,7 +81,8 @@ def summary_cells(row: dict[str, Any]) -> list[str]:
         seeds_advice(row),
         fmt.percent(fmt.stat(row.get("teleport_overhead"))),
         fmt.sci(row.get("max_teleport_loss_change")),
-        row.get("verdict") or ("baseline" if row["arm"] == row.get("baseline_arm") else fmt.DASH),
+        fmt.verdict_word(row.get("verdict"), row.get("primary_metric"))
+        or ("baseline" if row["arm"] == row.get("baseline_arm") else fmt.DASH),
     ]
 
 
