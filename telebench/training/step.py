@@ -20,6 +20,11 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: 
     optimizer.step()
 
 
+def state_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of ``model``'s weights and buffers, for ``load_state_dict`` to restore later."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 def budget_steps(kind: str, value: float, steps_per_epoch: int) -> int:
     """Optimizer steps of a budget: `steps` as given, `epochs` times the steps of an epoch (rounded to
     the nearest step, ties to even), and `seconds` UNBOUNDED_STEPS, since the clock ends the run."""

@@ -25,7 +25,7 @@ from telebench.training.batches import BatchStream
 from telebench.training.dataset_bundle import DatasetBundle
 from telebench.training.evaluation import evaluate
 from telebench.training.holdout import carve_holdout
-from telebench.training.step import optimizer_step
+from telebench.training.step import optimizer_step, state_snapshot
 
 Holdout = tuple[torch.Tensor, torch.Tensor]
 
@@ -70,7 +70,7 @@ def train_early_stopping(model: torch.nn.Module, optimizer: torch.optim.Optimize
         losses.append(loss if math.isfinite(loss) else None)
         if math.isfinite(loss) and loss < best_loss - stop.min_delta:
             best_loss, best_step, waited = loss, step, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = state_snapshot(model)
         else:
             waited += 1
     if best_state is not None:

@@ -31,7 +31,7 @@ from telebench.training.datasets import load_dataset
 from telebench.training.evaluation import TRAIN_EVAL_SIZE, evaluate, loss_fn_for
 from telebench.training.model_families import build_from_spec
 from telebench.training.optimizers import apply_state_policy, make_optimizer
-from telebench.training.step import optimizer_step
+from telebench.training.step import optimizer_step, state_snapshot
 
 HELD_OUT_SIZE = 2_000  # held-out samples for each teleport's invariance check
 WARMUP_STEPS = 3
@@ -307,7 +307,7 @@ class PairRunner:
         first = self.specs[0]
         template = build_from_spec(first.model, seed=first.seed, device=self.device)
         self.pretrained = pretrain(template, first, self.data, self.holdout, self.loss_fn)  # off every arm's clock
-        init_state = {k: v.detach().clone() for k, v in template.state_dict().items()}
+        init_state = state_snapshot(template)
         self._warm_up(template, first)
         arms = [self._new_arm(spec, init_state) for spec in self.specs]
         for arm in arms:

@@ -38,7 +38,7 @@ from telebench.training.evaluation import TaskLoss, evaluate
 from telebench.training.holdout import carve_holdout, holdout_seed
 from telebench.training.optimizers import make_optimizer
 from telebench.training.specs import thaw
-from telebench.training.step import optimizer_step
+from telebench.training.step import optimizer_step, state_snapshot
 
 SEED_OFFSET = 7_919  # pretraining's batch order differs from the arms' (seeded by spec.seed) after it
 
@@ -50,10 +50,6 @@ def split_for_pretrain(spec: TrialSpec, data: DatasetBundle) -> tuple[DatasetBun
     if spec.pretrain is None:
         return data, None
     return carve_holdout(data, spec.pretrain.holdout, holdout_seed(spec.dataset))
-
-
-def _snapshot(model: nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def pretrain(model: nn.Module, spec: TrialSpec, data: DatasetBundle, holdout: Holdout | None,
@@ -72,7 +68,7 @@ def pretrain(model: nn.Module, spec: TrialSpec, data: DatasetBundle, holdout: Ho
         return evaluate(model, holdout[0], holdout[1], data.task, spec.eval_batch_size)[0]
 
     losses = [check()]
-    best, best_epoch, best_state = losses[0], 0, _snapshot(model)
+    best, best_epoch, best_state = losses[0], 0, state_snapshot(model)
     epoch, since_best = 0, 0
     stopped = "diverged" if not math.isfinite(best) else "max_epochs"
     while stopped == "max_epochs" and epoch < settings.max_epochs:
@@ -85,7 +81,7 @@ def pretrain(model: nn.Module, spec: TrialSpec, data: DatasetBundle, holdout: Ho
         if not math.isfinite(losses[-1]):
             stopped = "diverged"
         elif losses[-1] < best:
-            best, best_epoch, best_state, since_best = losses[-1], epoch, _snapshot(model), 0
+            best, best_epoch, best_state, since_best = losses[-1], epoch, state_snapshot(model), 0
         else:
             since_best += 1
             if since_best >= settings.patience:
