@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from torch import nn
 
 from telebench.errors import UserError
 from telebench.experiments.pairs import loop, pretrain
@@ -89,12 +90,17 @@ def test_the_holdout_is_carved_from_training_the_same_for_every_seed_and_left_ou
     assert holdout_seed(DatasetSpec("digits", (("root", "/a"),))) == holdout_seed(DatasetSpec("digits"))
 
 
-def test_early_stopping_fires_and_the_best_checks_weights_are_restored() -> None:
-    spec = trial("baseline", PretrainSpec(patience=1, max_epochs=20, holdout=300, lr=5.0))
+def _pretrained(spec: TrialSpec) -> tuple[loop.PairRunner, nn.Module, dict[str, Any] | None]:
+    """The pair runner of `spec` (holdout carved), a fresh model of its seed, and that model pretrained."""
     runner = loop.PairRunner([spec])
     assert runner.holdout is not None
     model = build_from_spec(spec.model, seed=spec.seed)
-    record = pretrain.pretrain(model, spec, runner.data, runner.holdout, runner.loss_fn)
+    return runner, model, pretrain.pretrain(model, spec, runner.data, runner.holdout, runner.loss_fn)
+
+
+def test_early_stopping_fires_and_the_best_checks_weights_are_restored() -> None:
+    spec = trial("baseline", PretrainSpec(patience=1, max_epochs=20, holdout=300, lr=5.0))
+    runner, model, record = _pretrained(spec)
     assert record is not None and record["stopped"] == "patience" and record["epochs"] < 20
     assert record["lr"] == 5.0 and len(record["holdout_losses"]) == record["epochs"] + 1
     best = min(record["holdout_losses"])
@@ -104,10 +110,7 @@ def test_early_stopping_fires_and_the_best_checks_weights_are_restored() -> None
 
 def test_a_run_to_max_epochs_keeps_the_lowest_check() -> None:
     spec = trial("baseline", PretrainSpec(patience=5, max_epochs=3, holdout=300, every_epochs=2))
-    runner = loop.PairRunner([spec])
-    assert runner.holdout is not None
-    model = build_from_spec(spec.model, seed=spec.seed)
-    record = pretrain.pretrain(model, spec, runner.data, runner.holdout, runner.loss_fn)
+    runner, model, record = _pretrained(spec)
     assert record is not None and record["stopped"] == "max_epochs" and record["epochs"] == 3
     assert len(record["holdout_losses"]) == 3  # epoch 0, 2, and the last (3)
     assert evaluate(model, *runner.holdout, runner.data.task, spec.eval_batch_size)[0] == record["best_holdout_loss"]
