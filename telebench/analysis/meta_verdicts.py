@@ -20,19 +20,21 @@ from typing import Any
 import numpy as np
 
 from telebench.analysis.censored import sign_test_p
-from telebench.analysis.verdicts import ALPHA, holm, min_pairs_for
+from telebench.analysis.verdicts import ALPHA, LOSS_WORDS, decide, holm
 
 PAIRS = (("lstm", True, "lstm", False), ("learned_lr", True, "gd", False))  # (arm update, tele, reference update, tele)
 
 
+def last_loss(run: dict[str, Any]) -> float:
+    """A test run's last loss; inf if it diverged (its last loss null or non-finite, or no loss at all)."""
+    losses = run.get("loss") or []
+    last = losses[-1] if losses else None
+    return float(last) if isinstance(last, int | float) and math.isfinite(last) else math.inf
+
+
 def final_losses(arm: dict[str, Any]) -> dict[int, float]:
-    """Each test seed's last loss; inf if the run diverged (a null or non-finite loss, or none)."""
-    out: dict[int, float] = {}
-    for run in arm.get("test") or []:
-        losses = run.get("loss") or []
-        last = losses[-1] if losses else None
-        out[int(run["seed"])] = float(last) if isinstance(last, int | float) and math.isfinite(last) else math.inf
-    return out
+    """Each test seed's last loss (`last_loss`)."""
+    return {int(run["seed"]): last_loss(run) for run in arm.get("test") or []}
 
 
 def compare(case: str, arm: dict[str, Any], reference: dict[str, Any], labels: tuple[str, str]) -> dict[str, Any]:
@@ -59,14 +61,10 @@ def verdicts(cases: Sequence[dict[str, Any]], labels: Any, alpha: float = ALPHA)
             if arm is not None and ref is not None:
                 rows.append(compare(str(case.get("name")), arm, ref, (labels(arm), labels(ref))))
     adjusted = holm([r["p_value"] for r in rows]) if rows else np.array([])
-    need = min_pairs_for(alpha)
+    m = sum(1 for r in rows if r["p_value"] is not None)
     for row, p_adj in zip(rows, adjusted, strict=True):
         row["p_adjusted"] = None if math.isnan(p_adj) else float(p_adj)
-        row["holm_m"] = sum(1 for r in rows if r["p_value"] is not None)
-        if row["n_informative"] < need:
-            row["verdict"] = "too few seeds"
-        elif row["p_adjusted"] is not None and row["p_adjusted"] <= alpha:
-            row["verdict"] = "lower" if row["lower"] > row["higher"] else "higher"
-        else:
-            row["verdict"] = "no clear difference"
+        row["holm_m"] = m
+        word = str(decide(False, row["n_informative"], row["p_adjusted"], row["lower"], row["higher"], alpha))
+        row["verdict"] = LOSS_WORDS.get(word, word)  # the train summary's rule, said of the final loss
     return rows

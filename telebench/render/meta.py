@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from telebench.analysis.meta_verdicts import verdicts
+from telebench.analysis.meta_verdicts import last_loss, verdicts
 from telebench.render.figures import new_figure, save_figure
 from telebench.results.store import atomic_write_text
 
@@ -79,7 +79,7 @@ def time_band(runs: Sequence[dict[str, Any]], points: int = 200) -> tuple[np.nda
 
 def final(runs: Sequence[dict[str, Any]]) -> np.ndarray:
     """Each run's last loss (inf if it diverged)."""
-    return np.array([_loss(r["loss"])[-1] for r in runs])
+    return np.array([last_loss(r) for r in runs])
 
 
 def at_step(runs: Sequence[dict[str, Any]], step: int) -> np.ndarray:
