@@ -22,7 +22,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
 
 from telebench.symmetry.architecture import Params, flat
 
@@ -76,8 +75,12 @@ def check_bound(name: str, value: float | None, allow_zero: bool) -> None:
         raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}.")
 
 
-def relative_weight_change(before: Params, after: Params) -> Tensor:
-    """‖w' − w‖ / ‖w‖ over every weight and bias (a 0-d tensor; NaN or inf if w' is not finite)."""
+def relative_weight_change(before: Params, after: Params) -> float:
+    """‖w' − w‖ / ‖w‖ over every weight and bias (NaN or inf if w' is not finite): both norms from
+    one fused reduction over the differences and the old weights, read by the host once."""
     old, new = flat(before), flat(after)
-    diff = torch.stack(torch._foreach_norm(torch._foreach_sub(new, old)))
-    return torch.linalg.vector_norm(diff) / torch.linalg.vector_norm(torch.stack(torch._foreach_norm(old)))
+    norms = torch.stack(torch._foreach_norm([*torch._foreach_sub(new, old), *old])).view(2, len(old))
+    change, size = torch.linalg.vector_norm(norms, dim=1).tolist()
+    if size == 0:
+        return math.nan if change == 0 else math.inf
+    return change / size

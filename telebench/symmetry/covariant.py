@@ -52,7 +52,7 @@ def covariant(problem: Problem, group: ExactGroup, objective: Objective, setting
     if group.diagonal and isinstance(objective, GradNorm) and type(objective).from_gradients is GradNorm.from_gradients:
         return rescale_grad_norm(problem, group, settings)
     arch = problem.arch
-    params = arch.params()
+    params = problem.start
     like = params[0][0]
     with phases.span(phases.OBJECTIVE):
         loss, grads = problem.gradients(params)
@@ -137,7 +137,7 @@ def rescale_grad_norm(problem: Problem, group: ExactGroup, settings: SearchOptio
     gl-data search it runs under ``torch.inference_mode`` where nothing needs autograd, and hands
     back ordinary tensors."""
     arch = problem.arch
-    params = arch.params()
+    params = problem.start
     like = params[0][0]
     mode: AbstractContextManager[object] = torch.inference_mode() if inference_safe(problem) else torch.no_grad()
     with mode:

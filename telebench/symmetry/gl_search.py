@@ -174,7 +174,7 @@ class _InputLayer:
 def gl_grad_norm_search(problem: Problem, settings: SearchOptions) -> Outcome:
     """The K-step gl-data search for ‖∇L‖² from the model's current weights (not modified)."""
     arch = problem.arch
-    start = arch.params()
+    start = problem.start
     params: LayerParams = [[w, b] for w, b in start]
     record = Steps(arch.widths, start[0][0], diagonal=False)
     capped_search = settings.cap is not None

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from telebench.symmetry import phases
-from telebench.symmetry.architecture import Architecture, Layer, flat, unflat
+from telebench.symmetry.architecture import Architecture, Layer, Params, flat, unflat
 from telebench.symmetry.losses import Head, Hvp, LossFn, head_for
 
 
@@ -102,6 +102,12 @@ class Problem:
     inputs: Tensor
     targets: Tensor
     loss_fn: LossFn
+
+    @functools.cached_property
+    def start(self) -> Params:
+        """The model's live weights (:meth:`Architecture.params`, views of its storage), read once per
+        problem: a teleport's search and checks all start from them."""
+        return self.arch.params()
 
     @functools.cached_property
     def head(self) -> Head:

@@ -59,7 +59,7 @@ def search(problem: Problem, group: Group, objective: Objective, settings: Searc
 
 def _generic(problem: Problem, group: Group, objective: Objective, settings: SearchOptions) -> Outcome:
     arch = problem.arch
-    params = arch.params()
+    params = problem.start
     like = params[0][0]
     lefts, rights = group.identity(arch, like), group.identity(arch, like)
     record = Steps(arch.widths, like, group.diagonal)
@@ -92,7 +92,7 @@ def _generic(problem: Problem, group: Group, objective: Objective, settings: Sea
     loss = first.loss
     if loss is None:
         with torch.no_grad():
-            loss = problem.loss(arch.params())
+            loss = problem.loss(problem.start)
     record.known_lefts.update(enumerate(lefts))
     record.known_rights.update(enumerate(rights))
     return Outcome(params, record, taken, loss.detach(), first.value.detach())
@@ -106,7 +106,7 @@ def random_element(
     size ``‖Σ_k T_k‖`` of the move an optimising search would make from here (a dry run, which is
     cheap for the exact groups), or with norm ``scale`` if given."""
     arch = problem.arch
-    params = arch.params()
+    params = problem.start
     if scale is None:
         dry = search(problem, group, objective, settings)
         size: float | torch.Tensor = norm(dry.algebra)

@@ -192,7 +192,7 @@ def _check(arch: Architecture, problem: Problem, obj: Objective, outcome: Outcom
     with phases.span(phases.INVARIANCE_CHECK), torch.no_grad():
         after = outcome.after if outcome.after is not None else obj.evaluate(problem, outcome.params, create_graph=False)
         loss_after_t = after.loss if after.loss is not None else problem.head_loss(outcome.params)
-        weight_change = relative_weight_change(arch.params(), outcome.params)
+        weight_change = relative_weight_change(problem.start, outcome.params)
         held_after = None if held is None else float(held.loss(outcome.params))
         loss_before, loss_after = float(outcome.loss_before), float(loss_after_t)
         change = _relative(loss_after, loss_before)
@@ -344,7 +344,7 @@ def _teleport_mlp(model: nn.Module, inputs: Tensor, targets: Tensor, loss_fn: Lo
     held = None if held_out is None else Problem(arch, arch.prepare_inputs(held_out[0]),
                                                  _prepare_targets(held_out[1], weight), loss_fn)
     with torch.no_grad():
-        held_before = None if held is None else float(held.loss(arch.params()))
+        held_before = None if held is None else float(held.loss(problem.start))
     obj.setup(problem, grp, generator)
     if mode == "optimize":
         outcome = search(problem, grp, obj, settings)
