@@ -20,18 +20,24 @@ VALUES = torch.randn(12, 4, dtype=torch.float64, generator=GEN)
 
 @pytest.mark.parametrize("loss_fn,targets,kind", [
     (F.cross_entropy, CLASSES, CrossEntropyHead),
+    (F.cross_entropy, CLASSES.to(torch.uint8), CrossEntropyHead),  # uint8 class indices are valid too
     (nn.CrossEntropyLoss(), CLASSES, CrossEntropyHead),
     (F.mse_loss, VALUES, MeanSquaredErrorHead),
     (nn.MSELoss(), VALUES, MeanSquaredErrorHead),
 ])
-def test_closed_form_heads_match_autograd(loss_fn, targets, kind):
+@pytest.mark.parametrize("second,loss", [(True, True), (True, False), (False, True), (False, False)])
+def test_closed_form_heads_match_autograd(loss_fn, targets, kind, second, loss):
     head = head_for(loss_fn, targets, None, out_features=4)
     assert type(head) is kind
-    fast = head.derivatives(OUT, second=True)
     slow = Head(loss_fn, targets, lambda o: o).derivatives(OUT, second=True)
-    assert torch.allclose(fast.loss, slow.loss, rtol=1e-14)
-    assert torch.allclose(fast.gradient, slow.gradient, rtol=1e-12, atol=1e-15)
-    assert torch.allclose(fast.hvp(V), slow.hvp(V), rtol=1e-12, atol=1e-15)
+    for _ in range(2):  # a head's cached parts (the one-hot, the index) serve its later calls alike
+        fast = head.derivatives(OUT, second=second, loss=loss)
+        assert (fast.loss is None) is not loss and (fast.hvp is None) is not second
+        if loss:
+            assert torch.allclose(fast.loss, slow.loss, rtol=1e-14)
+        assert torch.allclose(fast.gradient, slow.gradient, rtol=1e-12, atol=1e-15)
+        if second:
+            assert torch.allclose(fast.hvp(V), slow.hvp(V), rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("loss_fn,targets,output", [

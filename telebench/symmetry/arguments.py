@@ -227,7 +227,7 @@ class _Checks:
     def read(self) -> None:
         """Raise the first failing check's sentence, if any."""
         values = [v if v.device == self.device else v.to(self.device) for v in self.values]
-        if values and not bool(torch.stack(values).sum().isfinite()):
+        if values and not math.isfinite(torch.stack(values).sum().item()):
             sources = list(self.sources)
             if self.weights is not None:
                 sources += [(f"the model's parameter {name!r} contains NaN or inf: teleport moves finite weights "

@@ -87,41 +87,66 @@ def covariant(problem: Problem, group: ExactGroup, objective: Objective, setting
     return Outcome(moved, record, taken, loss, before, after=Evaluation(after))
 
 
+BLOCK_MAX_UNITS = 64
+"""Up to this many hidden units in all, :class:`_Squares` does a step's products (one per middle layer
+each way) as one product with a block matrix: on CPU a small product costs its call, not its
+arithmetic, and the block matrix costs (2·units)² numbers, nothing at this size."""
+
+
 class _Squares:
     """The initial squared gradients laid out for the vectorised step: flat vectors over all hidden
     layers (``r`` holds S_m q_{m-1} + β_m, ``c`` holds S_{m+1}ᵀ q_{m+1}⁻¹), with the parts that never
     change (the input layer's row sums, the output layer's column sums) written once, and every
-    per-step operation writing into views fixed here (no slicing, no allocation in the loop)."""
+    per-step operation writing into views fixed here (no slicing, no allocation in the loop).
+
+    ``[q | q⁻¹]`` and ``[r | c]`` are each one vector, so with at most :data:`BLOCK_MAX_UNITS` hidden
+    units ``[r | c] = const + D [q | q⁻¹]`` is a single product, with D holding every S_m below its
+    diagonal block (r's rows) and every S_mᵀ above it (c's rows); wider nets do one product each way
+    per middle layer, and nothing width × width is ever formed."""
 
     def __init__(self, grads: list[tuple[Tensor, Tensor | None]], widths: tuple[int, ...], like: Tensor) -> None:
-        sq = [gw.square() for gw, _ in grads]
         offsets = [0]
         for n in widths:
             offsets.append(offsets[-1] + n)
         total = offsets[-1]
         parts = [slice(offsets[m], offsets[m + 1]) for m in range(len(widths))]
-        self.q, self.inv_q = like.new_ones(total), like.new_ones(total)
-        self.r, self.c, self.beta = like.new_empty(total), like.new_empty(total), like.new_zeros(total)
+        buffers = like.new_zeros((3, 2 * total))  # [q | q⁻¹], [r | c], and the constant parts of [r | c]
+        self.qq, self.rc, self.const = buffers[0], buffers[1], buffers[2]
+        self.q, self.inv_q = self.qq[:total], self.qq[total:]
+        self.r, self.c = self.rc[:total], self.rc[total:]
+        self.q.fill_(1.0)
+        beta, const_c = self.const[:total], self.const[total:]
         for m, part in enumerate(parts):
             gb = grads[m][1]
             if gb is not None:
-                torch.square(gb, out=self.beta[part])
-        torch.add(sq[0].sum(1), self.beta[parts[0]], out=self.r[parts[0]])
-        torch.sum(sq[-1], 0, out=self.c[parts[-1]])
-        # (S_m, S_mᵀ, views) per middle layer m: r_m = S_m q_{m-1} + β_m, c_{m-1} = S_mᵀ q_m⁻¹
-        self.middle = [(sq[m], sq[m].mT.contiguous(), self.beta[parts[m]], self.q[parts[m - 1]], self.r[parts[m]],
-                        self.inv_q[parts[m]], self.c[parts[m - 1]]) for m in range(1, len(widths))]
+                torch.square(gb, out=beta[part])
+        beta[parts[0]].add_(grads[0][0].square().sum(1))  # r_0 = S_0 1 + β_0: the input layer's rows
+        torch.sum(grads[-1][0].square(), 0, out=const_c[parts[-1]])  # c_last = 1ᵀ S_out: the output layer's columns
+        squares = [(m, grads[m][0].square()) for m in range(1, len(widths))]  # S_m of the middle layers
+        self.block: Tensor | None = None
+        self.middle: list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]] = []
+        if squares and total <= BLOCK_MAX_UNITS:
+            self.block = like.new_zeros((2 * total, 2 * total))
+            for m, sm in squares:
+                self.block[parts[m], parts[m - 1]] = sm
+                self.block[total + offsets[m - 1]:total + offsets[m], total + offsets[m]:total + offsets[m + 1]] = sm.mT
+        else:
+            self.rc.copy_(self.const)  # the parts no product writes
+            # (S_m, views) per middle layer m: r_m = S_m q_{m-1} + β_m, c_{m-1} = S_mᵀ q_m⁻¹
+            self.middle = [(sm, beta[parts[m]], self.q[parts[m - 1]], self.r[parts[m]], self.inv_q[parts[m]],
+                            self.c[parts[m - 1]]) for m, sm in squares]
         self.last_q, self.last_c = self.q[parts[-1]], self.c[parts[-1]]
         out_bias = grads[-1][1]
-        self.out_bias = 0.0 if out_bias is None else out_bias.square().sum()
-        self.parts = parts
+        self.out_bias = 0.0 if out_bias is None else torch.dot(out_bias, out_bias)
 
     def update(self) -> None:
-        """inv_q, r and c at the current q (one product each way per middle layer)."""
+        """inv_q, r and c at the current q."""
         torch.reciprocal(self.q, out=self.inv_q)
-        for s, s_t, beta, q_below, r, inv_q, c_below in self.middle:
+        if self.block is not None:
+            torch.addmv(self.const, self.block, self.qq, out=self.rc)
+        for s, beta, q_below, r, inv_q, c_below in self.middle:
             torch.addmv(beta, s, q_below, out=r)
-            torch.mv(s_t, inv_q, out=c_below)
+            torch.mv(s.mT, inv_q, out=c_below)
 
     def value(self) -> Tensor:
         """‖∇L‖² at the current q."""
@@ -131,9 +156,10 @@ class _Squares:
 def rescale_grad_norm(problem: Problem, group: ExactGroup, settings: SearchOptions) -> Outcome:
     """The covariant search for a diagonal group and ‖∇L‖², on flat vectors (see the module docstring).
 
-    A step is seven vector operations: ``q⁻¹``, one product each way per middle layer, the half
-    direction ``d = q ⊙ c − r ⊘ q`` and, for ``exp``, ``θ₂ ← θ₂ + 4·lr·d`` and ``q = exp(θ₂)`` with
-    ``θ₂ = 2 Σ_k T_k`` kept instead of ``Σ_k T_k`` (so ``q = s²`` needs no doubling). Like the
+    A step is ``q⁻¹``, the products giving r and c (one, with a block matrix, on small nets; else one
+    each way per middle layer) and, for ``exp``, ``θ₂ ← θ₂ + 4·lr·(q ⊙ c − r ⊘ q)`` (two fused
+    multiply-adds) and ``q = exp(θ₂)``, with ``θ₂ = 2 Σ_k T_k`` kept instead of ``Σ_k T_k`` (so
+    ``q = s²`` needs no doubling): five vector operations on the paper's MNIST net. Like the
     gl-data search it runs under ``torch.inference_mode`` where nothing needs autograd, and hands
     back ordinary tensors."""
     arch = problem.arch
@@ -150,16 +176,15 @@ def rescale_grad_norm(problem: Problem, group: ExactGroup, settings: SearchOptio
         theta = normal(theta)
         exp = settings.parametrization == "exp"
         left = theta.exp() if exp else normal(s)
-        right = (-theta).exp() if exp else left.reciprocal()
-        lefts = [left[part] for part in sq.parts]
-        rights = [right[part] for part in sq.parts]
+        right = left.reciprocal()
+        lefts, rights = list(left.split(arch.widths)), list(right.split(arch.widths))
         moved, _ = group.act(arch, params, lefts, rights)
     with phases.span(phases.INVARIANCE_CHECK):
         loss_after = _moved_loss(problem, forward.z[0], lefts[0], moved)
     record = Steps(arch.widths, like, diagonal=True)
-    for m, part in enumerate(sq.parts):
+    for m, part in enumerate(theta.split(arch.widths)):
         record.known_lefts[m], record.known_rights[m] = lefts[m], rights[m]
-        record.algebra[m].append(theta[part])
+        record.algebra[m].append(part)
     return Outcome(moved, record, taken, normal(loss), normal(before), after=Evaluation(normal(after), loss_after))
 
 
@@ -183,9 +208,10 @@ def _rescale_steps(sq: _Squares, settings: SearchOptions, like: Tensor,
     θ = Σ_k T_k and s = Π_k (1 + T_k) (for ``linear``)."""
     q = sq.q
     exp = settings.parametrization == "exp"
+    fused = exp and not settings.normalize_step  # θ₂ += 4·lr·(q ⊙ c − r ⊙ q⁻¹) straight from the products
     theta2 = torch.zeros_like(q)  # 2 Σ_k T_k
-    s = torch.ones_like(q)  # Π_k (1 + T_k) ("linear")
-    d = torch.empty_like(q)
+    s = q if exp else torch.ones_like(q)  # Π_k (1 + T_k) ("linear"; unused for exp)
+    d = q if fused else torch.empty_like(q)  # (the fused step needs no d)
     before = None
     taken = 0
     lr = settings.lr if settings.direction == "increase" else -settings.lr
@@ -200,13 +226,16 @@ def _rescale_steps(sq: _Squares, settings: SearchOptions, like: Tensor,
                 before = value if before is None else before
                 if capped(value, settings):
                     break
-            torch.mul(q, sq.c, out=d).addcmul_(sq.r, sq.inv_q, value=-1)  # half the step direction
-            if settings.normalize_step:  # T = lr·d/‖d‖
-                d.mul_(lr / torch.linalg.vector_norm(d).clamp_min(tiny))
-            elif not exp:  # T = 2·lr·d (for exp folded into θ₂'s update)
-                d.mul_(2 * lr)
+            if not fused:
+                torch.mul(q, sq.c, out=d).addcmul_(sq.r, sq.inv_q, value=-1)  # half the step direction
+                if settings.normalize_step:  # T = lr·d/‖d‖
+                    d.mul_(lr / torch.linalg.vector_norm(d).clamp_min(tiny))
+                elif not exp:  # T = 2·lr·d (for exp folded into θ₂'s update)
+                    d.mul_(2 * lr)
         with phases.span(phases.GROUP_ACTION):
-            if exp:
+            if fused:
+                torch.exp(theta2.addcmul_(q, sq.c, value=twice).addcmul_(sq.r, sq.inv_q, value=-twice), out=q)
+            elif exp:
                 torch.exp(theta2.add_(d, alpha=twice), out=q)
             else:  # s = Π(1 + T_k), which may turn negative: the invariance check then rejects it
                 theta2.add_(d, alpha=2.0)

@@ -218,9 +218,9 @@ class Problem:
             for m in range(last, -1, -1):
                 w, b = params[m]
                 x = self.inputs if m == 0 else fwd.h[m - 1]
-                grads.append((delta.mT @ x, None if b is None else delta.sum(0)))
+                grads.append((torch.mm(delta.mT, x), None if b is None else delta.sum(0)))
                 if m > 0:
-                    back = delta @ w
+                    back = torch.mm(delta, w)
                     delta = back * fwd.slope[m - 1]
                     pulled.append(back)
                     deltas.append(delta)

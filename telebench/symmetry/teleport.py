@@ -153,11 +153,17 @@ def _relative(after: float, before: float) -> float:
 
 
 def _write(arch: Architecture, params: Params) -> None:
+    """Copy the moved weights into the model's parameters, in one fused copy."""
+    targets: list[Tensor] = []
+    sources: list[Tensor] = []
+    for lin, (w, b) in zip(arch.linears, params, strict=True):
+        targets.append(lin.weight)
+        sources.append(w)
+        if b is not None:
+            targets.append(lin.bias)
+            sources.append(b)
     with torch.no_grad():
-        for lin, (w, b) in zip(arch.linears, params, strict=True):
-            lin.weight.copy_(w)
-            if b is not None:
-                lin.bias.copy_(b)
+        torch._foreach_copy_(targets, sources)
 
 
 def _prepare_targets(targets: Tensor, like: Tensor) -> Tensor:
