@@ -138,6 +138,7 @@ class _Squares:
         self.last_q, self.last_c = self.q[parts[-1]], self.c[parts[-1]]
         out_bias = grads[-1][1]
         self.out_bias = 0.0 if out_bias is None else torch.dot(out_bias, out_bias)
+        self.parts = parts
 
     def update(self) -> None:
         """inv_q, r and c at the current q."""
@@ -177,14 +178,14 @@ def rescale_grad_norm(problem: Problem, group: ExactGroup, settings: SearchOptio
         exp = settings.parametrization == "exp"
         left = theta.exp() if exp else normal(s)
         right = left.reciprocal()
-        lefts, rights = list(left.split(arch.widths)), list(right.split(arch.widths))
+        lefts, rights = [left[part] for part in sq.parts], [right[part] for part in sq.parts]
         moved, _ = group.act(arch, params, lefts, rights)
     with phases.span(phases.INVARIANCE_CHECK):
         loss_after = _moved_loss(problem, forward.z[0], lefts[0], moved)
     record = Steps(arch.widths, like, diagonal=True)
-    for m, part in enumerate(theta.split(arch.widths)):
+    for m, part in enumerate(sq.parts):
         record.known_lefts[m], record.known_rights[m] = lefts[m], rights[m]
-        record.algebra[m].append(part)
+        record.algebra[m].append(theta[part])
     return Outcome(moved, record, taken, normal(loss), normal(before), after=Evaluation(normal(after), loss_after))
 
 
