@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
 from telebench.symmetry.architecture import Params, flat
 
@@ -75,12 +76,16 @@ def check_bound(name: str, value: float | None, allow_zero: bool) -> None:
         raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}.")
 
 
-def relative_weight_change(before: Params, after: Params) -> float:
-    """‖w' − w‖ / ‖w‖ over every weight and bias (NaN or inf if w' is not finite): both norms from
-    one fused reduction over the differences and the old weights, read by the host once."""
+def weight_change_norms(before: Params, after: Params) -> Tensor:
+    """``[‖w' − w‖, ‖w‖]`` over every weight and bias, from one fused reduction (NaN or inf where w'
+    is not finite); the relative change is their :func:`ratio`."""
     old, new = flat(before), flat(after)
     norms = torch.stack(torch._foreach_norm([*torch._foreach_sub(new, old), *old])).view(2, len(old))
-    change, size = torch.linalg.vector_norm(norms, dim=1).tolist()
+    return torch.linalg.vector_norm(norms, dim=1)
+
+
+def ratio(change: float, size: float) -> float:
+    """change / size, with IEEE's NaN for 0/0 and inf for x/0 (a model whose weights are all zero)."""
     if size == 0:
         return math.nan if change == 0 else math.inf
     return change / size

@@ -99,10 +99,11 @@ class _Squares:
     change (the input layer's row sums, the output layer's column sums) written once, and every
     per-step operation writing into views fixed here (no slicing, no allocation in the loop).
 
-    ``[q | q⁻¹]`` and ``[r | c]`` are each one vector, so with at most :data:`BLOCK_MAX_UNITS` hidden
-    units ``[r | c] = const + D [q | q⁻¹]`` is a single product, with D holding every S_m below its
-    diagonal block (r's rows) and every S_mᵀ above it (c's rows); wider nets do one product each way
-    per middle layer, and nothing width × width is ever formed."""
+    ``[q | q⁻¹]`` and ``[c | r]`` are each one vector, so with at most :data:`BLOCK_MAX_UNITS` hidden
+    units ``[c | r] = const + D [q | q⁻¹]`` is a single product, with D holding every S_mᵀ in c's rows
+    and every S_m in r's; wider nets do one product each way per middle layer, and nothing width ×
+    width is ever formed. In that order ‖∇L‖² is one dot product: ``[c_last | r] · [q_last | q⁻¹]``
+    (plus the output bias's fixed part)."""
 
     def __init__(self, grads: list[tuple[Tensor, Tensor | None]], widths: tuple[int, ...], like: Tensor) -> None:
         offsets = [0]
@@ -110,12 +111,12 @@ class _Squares:
             offsets.append(offsets[-1] + n)
         total = offsets[-1]
         parts = [slice(offsets[m], offsets[m + 1]) for m in range(len(widths))]
-        buffers = like.new_zeros((3, 2 * total))  # [q | q⁻¹], [r | c], and the constant parts of [r | c]
-        self.qq, self.rc, self.const = buffers[0], buffers[1], buffers[2]
+        buffers = like.new_zeros((3, 2 * total))  # [q | q⁻¹], [c | r], and the constant parts of [c | r]
+        self.qq, self.cr, self.const = buffers[0], buffers[1], buffers[2]
         self.q, self.inv_q = self.qq[:total], self.qq[total:]
-        self.r, self.c = self.rc[:total], self.rc[total:]
+        self.c, self.r = self.cr[:total], self.cr[total:]
         self.q.fill_(1.0)
-        beta, const_c = self.const[:total], self.const[total:]
+        const_c, beta = self.const[:total], self.const[total:]
         for m, part in enumerate(parts):
             gb = grads[m][1]
             if gb is not None:
@@ -128,14 +129,15 @@ class _Squares:
         if squares and total <= BLOCK_MAX_UNITS:
             self.block = like.new_zeros((2 * total, 2 * total))
             for m, sm in squares:
-                self.block[parts[m], parts[m - 1]] = sm
-                self.block[total + offsets[m - 1]:total + offsets[m], total + offsets[m]:total + offsets[m + 1]] = sm.mT
+                self.block[parts[m - 1], total + offsets[m]:total + offsets[m + 1]] = sm.mT  # c_{m-1} = S_mᵀ q_m⁻¹
+                self.block[total + offsets[m]:total + offsets[m + 1], parts[m - 1]] = sm  # r_m = S_m q_{m-1} + β_m
         else:
-            self.rc.copy_(self.const)  # the parts no product writes
+            self.cr.copy_(self.const)  # the parts no product writes
             # (S_m, views) per middle layer m: r_m = S_m q_{m-1} + β_m, c_{m-1} = S_mᵀ q_m⁻¹
             self.middle = [(sm, beta[parts[m]], self.q[parts[m - 1]], self.r[parts[m]], self.inv_q[parts[m]],
                             self.c[parts[m - 1]]) for m, sm in squares]
-        self.last_q, self.last_c = self.q[parts[-1]], self.c[parts[-1]]
+        start = offsets[-2]  # [c_last | r] and [q_last | q⁻¹] are contiguous from here
+        self.value_c, self.value_q = self.cr[start:], self.qq[start:]
         out_bias = grads[-1][1]
         self.out_bias = 0.0 if out_bias is None else torch.dot(out_bias, out_bias)
         self.parts = parts
@@ -144,14 +146,15 @@ class _Squares:
         """inv_q, r and c at the current q."""
         torch.reciprocal(self.q, out=self.inv_q)
         if self.block is not None:
-            torch.addmv(self.const, self.block, self.qq, out=self.rc)
+            torch.addmv(self.const, self.block, self.qq, out=self.cr)
         for s, beta, q_below, r, inv_q, c_below in self.middle:
             torch.addmv(beta, s, q_below, out=r)
             torch.mv(s.mT, inv_q, out=c_below)
 
     def value(self) -> Tensor:
         """‖∇L‖² at the current q."""
-        return torch.dot(self.r, self.inv_q) + torch.dot(self.last_q, self.last_c) + self.out_bias
+        value = torch.dot(self.value_c, self.value_q)
+        return value if isinstance(self.out_bias, float) else value.add_(self.out_bias)
 
 
 def rescale_grad_norm(problem: Problem, group: ExactGroup, settings: SearchOptions) -> Outcome:

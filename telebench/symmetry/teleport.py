@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from telebench.symmetry import phases
-from telebench.symmetry.acceptance import Acceptance, check_bound, relative_weight_change
+from telebench.symmetry.acceptance import Acceptance, check_bound, ratio, weight_change_norms
 from telebench.symmetry.architecture import Architecture, Params
 from telebench.symmetry.arguments import check_teleport
 from telebench.symmetry.group_registry import check_model, get_group
@@ -198,12 +198,13 @@ def _check(arch: Architecture, problem: Problem, obj: Objective, outcome: Outcom
     with phases.span(phases.INVARIANCE_CHECK), torch.no_grad():
         after = outcome.after if outcome.after is not None else obj.evaluate(problem, outcome.params, create_graph=False)
         loss_after_t = after.loss if after.loss is not None else problem.head_loss(outcome.params)
-        weight_change = relative_weight_change(problem.start, outcome.params)
+        norms = weight_change_norms(problem.start, outcome.params)
         held_after = None if held is None else float(held.loss(outcome.params))
-        loss_before, loss_after = float(outcome.loss_before), float(loss_after_t)
+        scalars = torch.stack([outcome.loss_before, loss_after_t, after.value]).to(norms.dtype)
+        loss_before, loss_after, objective_after, size_change, size = torch.cat([scalars, norms]).tolist()  # one read
         change = _relative(loss_after, loss_before)
         held_change = None if held_after is None or held_before is None else _relative(held_after, held_before)
-        objective_after, moved = float(after.value), float(weight_change)
+        moved = ratio(size_change, size)
         rejection = rule.verdict(change, moved, objective_after, held_change)
     return _Check(loss_before, loss_after, objective_after, change, moved, held_before, held_after, rejection)
 
