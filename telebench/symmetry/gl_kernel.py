@@ -79,7 +79,7 @@ class TallSolver:
         y = torch.linalg.solve_triangular(self.r_t, f, upper=False)
         if x is None:
             return torch.mm(self.q, y)
-        return torch.addmm(x, self.q, y.sub_(torch.mm(self.q_t, x)))
+        return torch.addmm(x, self.q, y.addmm_(self.q_t, x, alpha=-1))
 
 
 class WideSolver:
