@@ -34,6 +34,15 @@ def loss_fn_for(task: str) -> TaskLoss:
     raise ValueError(f"unknown task {task!r}; expected {CLASSIFICATION!r} or {REGRESSION!r}")
 
 
+def _summed_loss(loss_fn: TaskLoss, out: Tensor, y: Tensor, task: str) -> Tensor:
+    """The summed loss of one batch. Cross-entropy reduces over the classes as dim 0 of the
+    transposed logits: torch's last-dimension log-softmax is several times slower for few classes
+    on CPU (300 against 100 µs for 1437 × 10 on one thread), and the sum comes out the same."""
+    if task == CLASSIFICATION and out.dim() == 2:
+        return F.nll_loss(F.log_softmax(out.mT, 0).mT, y, reduction="sum")
+    return loss_fn(out, y, reduction="sum")
+
+
 def evaluate(
     model: nn.Module, x: Tensor, y: Tensor, task: str, batch_size: int = 4096
 ) -> tuple[float, float | None]:
@@ -51,7 +60,7 @@ def evaluate(
             for start in range(0, len(x), batch_size):
                 xb, yb = x[start : start + batch_size], y[start : start + batch_size]
                 out = model(xb)
-                loss_sum += loss_fn(out, yb, reduction="sum").double()
+                loss_sum += _summed_loss(loss_fn, out, yb, task).double()
                 if task == CLASSIFICATION:
                     correct += (out.argmax(1) == yb).sum()
     finally:
