@@ -14,52 +14,24 @@ rewrite of the same algorithm in eager PyTorch can reach, in gradient evaluation
   forward+backward. Where both sides run at the GEMM's speed this is the teleport's floor in ge.
 
 Views (transposes, slices, detach) are counted apart, since they cost a fraction of a real operator.
-Counts are exact and deterministic (no timing), so they compare across machines.
+Counts are exact and deterministic (no timing), so they compare across machines; ``telebench profile``
+prints the same counts (telebench/profile/counts.py) for any subject.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_teleport_bench import CASES, GROUPS, LR, STEPS, WIDTH_CASES, _mlp, measure  # noqa: E402
 
+from telebench.profile.counts import count_work  # noqa: E402
 from telebench.symmetry import teleport  # noqa: E402
-
-VIEWS = {"t", "mT", "transpose", "view", "_unsafe_view", "detach", "alias", "slice", "select", "unsqueeze",
-         "expand", "as_strided", "permute", "squeeze", "reshape", "_reshape_alias"}
-
-
-class _Count(TorchDispatchMode):
-    """Counts every aten operator call below it, views apart."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: collections.Counter[str] = collections.Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.calls[func.overloadpacket.__name__] += 1
-        return func(*args, **(kwargs or {}))
-
-    def split(self) -> tuple[int, int]:
-        views = sum(n for name, n in self.calls.items() if name in VIEWS)
-        return sum(self.calls.values()) - views, views
-
-
-def _counts(run: Callable[[], None]) -> tuple[int, int, int]:
-    """(operators, views, matrix-product flops) of one call of ``run``."""
-    with _Count() as count, FlopCounterMode(display=False) as flops:
-        run()
-    return (*count.split(), flops.get_total_flops())
 
 
 def floor(widths: tuple[int, ...], batch: int, group: str) -> dict[str, float]:
@@ -75,16 +47,19 @@ def floor(widths: tuple[int, ...], batch: int, group: str) -> dict[str, float]:
     def move() -> None:
         teleport(model, x, y, F.cross_entropy, group=group, steps=STEPS, lr=LR)
 
-    gradient()
     start = [p.detach().clone() for p in model.parameters()]
+
+    def restore() -> None:
+        with torch.no_grad():
+            for p, s in zip(model.parameters(), start, strict=True):
+                p.copy_(s)
+
+    gradient()
     move()  # warm: first-call set-up (caches, lazy imports) is not the method's cost
-    with torch.no_grad():
-        for p, s in zip(model.parameters(), start, strict=True):
-            p.copy_(s)
-    g_ops, g_views, g_flops = _counts(gradient)
-    t_ops, t_views, t_flops = _counts(move)
-    return dict(ge_ops=g_ops, ge_views=g_views, ge_flops=g_flops, ops=t_ops, views=t_views, flops=t_flops,
-                op_ratio=t_ops / g_ops, flop_ratio=t_flops / g_flops)
+    work = count_work(move, gradient, restore)
+    t, g = work.teleport, work.gradient
+    return dict(ge_ops=g.calls, ge_views=g.views, ge_flops=g.flops, ops=t.calls, views=t.views, flops=t.flops,
+                op_ratio=work.call_ratio or 0.0, flop_ratio=work.flop_ratio or 0.0)
 
 
 def main() -> None:

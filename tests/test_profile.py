@@ -25,6 +25,7 @@ from telebench.cli import app
 from telebench.errors import UserError
 from telebench.profile.breakdown import TELEPORT, UNATTRIBUTED, profile_teleports, summarize
 from telebench.profile.compiled import measure_compiled
+from telebench.profile.counts import WorkCounts, count_work
 from telebench.profile.memory import MemoryReport, phase_peaks
 from telebench.profile.quiet import quiet_profiler
 from telebench.profile.render import markdown, plain, print_tables
@@ -33,7 +34,7 @@ from telebench.profile.subject import SubjectOptions, check_subject, parse_width
 from telebench.profile.sweep import fit_exponent, parse_sweep, parse_sweeps, run_sweep
 from telebench.profile.timing import NOISE_RATIO, Samples, Timings, spread_of
 from telebench.profile.workload import Workload, load_data
-from telebench.symmetry import phases
+from telebench.symmetry import phases, teleport
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -248,12 +249,48 @@ def test_profile_command_writes_trace_json_markdown_and_plot(tmp_path):
     figures = case["figures"]
     assert figures["grad_evals"]["median"] > 0 and figures["break_even_steps"]["min"] > 0
     assert figures["profiler_overhead"] > 0 and case["memory"]["phases"]
+    assert case["work"]["teleport"]["calls"] > case["work"]["gradient"]["calls"] > 0
+    assert figures["call_ratio"] > 1 and figures["flop_ratio"] > 1  # gl-data: a gradient and an HVP per step
     assert set(case["sweeps"][0]["fits"]) == {"teleport", "gradient", "train_step"}
     assert {"threads", "tf32_matmul", "device_name", "torch"} <= set(doc["environment"])
     assert (out / "sweep-width.png").read_bytes().startswith(b"\x89PNG")
     report = (out / "profile.md").read_text()
     assert "### Phases" in report and "](sweep-width.png)" in report and "](trace.json)" in report
     assert "Cost of one teleport" in result.output
+    assert "What one teleport does" in result.output and "matrix-product GFLOP" in report
+
+
+def test_work_counts_are_exact_and_tell_the_groups_apart():
+    """A rescale teleport does one gradient's matrix products plus vector algebra; gl-data does a
+    gradient and a Hessian-vector product per step: many times the calls and the flops. Counts, not
+    times, so they repeat exactly."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 16), torch.nn.LeakyReLU(0.1), torch.nn.Linear(16, 16),
+                                torch.nn.LeakyReLU(0.1), torch.nn.Linear(16, 10))
+    x, y = torch.randn(64, 32), torch.randint(0, 10, (64,))
+    start = [p.detach().clone() for p in model.parameters()]
+
+    def restore() -> None:
+        with torch.no_grad():
+            for p, s in zip(model.parameters(), start, strict=True):
+                p.copy_(s)
+
+    def gradient() -> None:
+        model.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+
+    def work(group: str) -> WorkCounts:
+        return count_work(lambda: teleport(model, x, y, torch.nn.functional.cross_entropy, group=group, steps=10,
+                                           lr=0.05), gradient, restore)
+
+    rescale, gl_data = work("rescale"), work("gl-data")
+    assert rescale == work("rescale") and gl_data == work("gl-data")  # exact: the same counts again
+    # forward and every weight gradient over all three layers, input gradients for the two above the input
+    assert rescale.gradient.flops == 2 * 64 * (2 * (32 * 16 + 16 * 16 + 16 * 10) + (16 * 16 + 16 * 10))
+    assert rescale.gradient == gl_data.gradient and rescale.gradient.views > 0
+    assert 1 <= rescale.flop_ratio < 1.5 and gl_data.flop_ratio > 5 * rescale.flop_ratio
+    assert gl_data.call_ratio > 3 * rescale.call_ratio > 3
+    assert all(torch.equal(p, s) for p, s in zip(model.parameters(), start, strict=True))  # restored afterwards
 
 
 def test_no_trace_runs_without_the_profiler(tmp_path):

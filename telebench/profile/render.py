@@ -82,6 +82,8 @@ def case_tables(case: CaseProfile, options: ProfileOptions) -> list[Table]:
     if case.breakdown is not None:
         tables += [_phase_table(case), *_op_tables(case)]
     tables.append(_memory_table(case))
+    if case.work is not None:
+        tables.append(_work_table(case))
     if case.compiled:
         tables.append(_compile_table(case))
     tables += [_sweep_table(case, i) for i in range(len(case.sweeps))]
@@ -263,6 +265,29 @@ def _memory_table(case: CaseProfile) -> Table:
         ]
     rows.append(["process peak RSS", size(m.peak_rss_bytes), "high-water mark of the whole process"])
     return Table(f"Memory ({m.device})", ["measure", "value", "note"], rows)
+
+
+def _work_table(case: CaseProfile) -> Table:
+    """Operator calls and matrix-product flops, teleport against gradient evaluation (profile/counts.py)."""
+    work = case.work
+    assert work is not None
+    t, g = work.teleport, work.gradient
+    rows = [
+        ["operator calls", f"{t.calls:,}", f"{g.calls:,}", number(work.call_ratio)],
+        ["views (transposes, slices)", f"{t.views:,}", f"{g.views:,}", DASH],
+        ["matrix-product GFLOP", f"{t.flops / 1e9:.3g}", f"{g.flops / 1e9:.3g}", number(work.flop_ratio)],
+    ]
+    measured = case.timings.grad_evals("min")
+    notes = [
+        "Counted, not timed: every torch operator call, and the floating-point operations of matrix products "
+        "(not QR, Cholesky or triangular solves).",
+        f"The teleport cost {number(measured)} gradient evaluations (fastest). Where both sides run at the "
+        f"matrix product's speed its floor is the flop ratio, {number(work.flop_ratio)}; on one CPU thread a small "
+        "product costs its call whatever its arithmetic, so a call ratio far above the measured cost means "
+        "the teleport is bound by calls, not arithmetic.",
+    ]
+    return Table(f"What one teleport does — {case.subject.name}", ["work", "teleport", "gradient evaluation",
+                                                                  "teleport / gradient"], rows, notes)
 
 
 def _compile_table(case: CaseProfile) -> Table:

@@ -1,4 +1,4 @@
-"""Profile one subject from start to end: warm up, time, profile, measure memory, compile, sweep.
+"""Profile one subject from start to end: warm up, time, profile, measure memory, count, compile, sweep.
 
 The order matters: the plain timings come first, on a warmed-up workload and with no profiler
 attached, so the headline numbers carry no profiling overhead; the profiled teleports come next, and
@@ -15,6 +15,7 @@ from typing import Any
 
 from telebench.profile.breakdown import Breakdown, profile_teleports
 from telebench.profile.compiled import CompileRow, measure_compiled
+from telebench.profile.counts import WorkCounts, count_work
 from telebench.profile.memory import MemoryReport, measure_memory
 from telebench.profile.plot import plot_sweep
 from telebench.profile.subject import ProfileSubject
@@ -46,6 +47,7 @@ class CaseProfile:
     record: dict[str, Any]  # the last plain teleport's TeleportRecord, as numbers
     memory: MemoryReport
     breakdown: Breakdown | None = None
+    work: WorkCounts | None = None  # operator calls and matrix-product flops against a gradient's
     compiled: list[CompileRow] = field(default_factory=list)
     sweeps: list[SweepResult] = field(default_factory=list)
     trace: str | None = None  # file name of the Chrome trace, relative to the report
@@ -80,6 +82,8 @@ class CaseProfile:
             "profiled_teleport_s": self.profiled_teleport_s,
             "profiler_overhead": self.profiler_overhead,
             "phase_coverage": self.breakdown.coverage if self.breakdown else None,
+            "call_ratio": self.work.call_ratio if self.work else None,  # operator calls: teleport / gradient
+            "flop_ratio": self.work.flop_ratio if self.work else None,  # matrix-product flops: teleport / gradient
             "noisy": self.noisy(),  # timing → median/fastest where over NOISE_RATIO: a busy machine
         }
 
@@ -93,6 +97,7 @@ class CaseProfile:
             "teleport_record": self.record,
             "phases": asdict(self.breakdown) if self.breakdown else None,
             "memory": asdict(self.memory),
+            "work": asdict(self.work) if self.work else None,
             "compile": [asdict(r) | {"speedup": r.speedup} for r in self.compiled],
             "sweeps": [asdict(s) for s in self.sweeps],
             "trace": self.trace,
@@ -138,6 +143,8 @@ def profile_subject(
         breakdown = profile_teleports(workload, options.repeat, out_dir / trace, options.top)
     say("measuring memory")
     memory = measure_memory(workload, per_phase=options.profiler)
+    say("counting operator calls and matrix-product flops")
+    work = count_work(workload.teleport, workload.gradient, workload.restore)
     compiled = []
     if options.compile:
         say(f"compiling with torch.compile (backend {options.compile_backend})")
@@ -149,4 +156,4 @@ def profile_subject(
         result.plot = name(f"sweep-{sweep.axis}.png")
         plot_sweep(result, out_dir / result.plot, f"{subject.name}: {sweep.axis} sweep")
         sweeps.append(result)
-    return CaseProfile(subject, timings, record, memory, breakdown, compiled, sweeps, trace)
+    return CaseProfile(subject, timings, record, memory, breakdown, work, compiled, sweeps, trace)
