@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from telebench.symmetry import check_model, get_group, get_objective
+import telebench.symmetry.gl_kernel as gl_kernel
+from telebench.symmetry import check_model, get_group, get_objective, teleport
 from telebench.symmetry.factors import IdentityPlus, LowRank, compose_left, compose_right, lmul, rmul, rmul_t
 from telebench.symmetry.gl_kernel import GradNormKernel, TallSolver, WideSolver, initial_state
-from telebench.symmetry.linalg import LeastSquares, expm_all, phi
+from telebench.symmetry.linalg import LeastSquares, addmm, column_major, expm_all, linear, mm, phi
 from telebench.symmetry.problem import Problem
 
 F64 = torch.float64
@@ -85,7 +86,7 @@ def test_the_tall_solver_is_the_least_squares_solver(shape, dtype):
     tol = 1e-12 if dtype == F64 else 1e-5
     assert relative(got.solve(e.to(dtype)).double(), ref.solve(e)) < tol
     assert relative(got.adjoint(f.to(dtype)).double(), ref.solve_adjoint(f)) < tol
-    both = got.adjoint(f.to(dtype), x.to(dtype)).double()
+    both = got.adjoint(f.to(dtype), x.to(dtype, copy=True)).double()  # adjoint writes into its x
     assert relative(both, ref.solve_adjoint(f) + ref.residual(x)) < tol
 
 
@@ -287,3 +288,46 @@ def test_a_wide_right_factor_is_applied_in_either_order():
         owned = w.clone()
         got, _ = _wide_right(owned, e, solver, p, owned=True)
         assert got.data_ptr() == owned.data_ptr() and torch.allclose(got, expected)
+
+
+def test_column_major_products_are_the_same_products_stored_by_columns():
+    gen = torch.Generator().manual_seed(8)
+    x, w, bias = (torch.randn(*s, dtype=F64, generator=gen) for s in ((50, 7), (5, 7), (5,)))
+    c = torch.randn(50, 5, dtype=F64, generator=gen)
+    for colmajor in (False, True):
+        got = [mm(x, w.mT, colmajor), addmm(c, x, w.mT, colmajor, beta=0.5, alpha=-2.0), linear(x, w, bias, colmajor),
+               linear(x, w, None, colmajor)]
+        want = [x @ w.mT, 0.5 * c - 2.0 * x @ w.mT, x @ w.mT + bias, x @ w.mT]
+        for g, e in zip(got, want, strict=True):
+            assert relative(g, e) < 1e-14
+            assert column_major(g) is colmajor
+
+
+def test_the_kernel_keeps_tall_layers_by_columns_on_the_same_path_as_by_rows(monkeypatch):
+    """On CPU the batch tensors of layers no wider than the batch are stored column by column (a
+    layout MKL and LAPACK take faster); the search lands on the same weights as with rows only."""
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Linear(12, 8), nn.LeakyReLU(0.1), nn.Linear(8, 6), nn.LeakyReLU(0.1),
+                          nn.Linear(6, 3)).double()
+    x, y = torch.randn(40, 12, dtype=F64), torch.randint(0, 3, (40,))
+    arch = check_model(model, get_group("gl-data"))
+    problem = Problem(arch, x, y, F.cross_entropy)
+    kernel = GradNormKernel(problem, steps=10)
+    assert kernel.colmajor == [True, True, True]
+    state = initial_state(arch, [[w, b] for w, b in arch.params()], x, kernel.acts, kernel.colmajor)
+    assert all(column_major(t) for t in state.z + state.h + state.slope)
+    assert all(s.colmajor for s in state.solvers)
+
+    def moved(by_columns: bool) -> tuple[float, list[torch.Tensor]]:
+        m = copy.deepcopy(model)
+        with monkeypatch.context() as patch:
+            if not by_columns:
+                patch.setattr(gl_kernel, "column_major_layer", lambda rows, cols, device: False)
+            record = teleport(m, x, y, F.cross_entropy, group="gl-data", steps=5, lr=0.05)
+        assert record.accepted
+        return record.objective_after, [p.detach().clone() for p in m.parameters()]
+
+    (by_columns, w_columns), (by_rows, w_rows) = moved(True), moved(False)
+    assert by_columns == pytest.approx(by_rows, rel=1e-12)
+    for a, b in zip(w_columns, w_rows, strict=True):
+        assert relative(a, b) < 1e-12

@@ -30,12 +30,16 @@ def test_closed_form_heads_match_autograd(loss_fn, targets, kind, second, loss):
     head = head_for(loss_fn, targets, None, out_features=4)
     assert type(head) is kind
     slow = Head(loss_fn, targets, lambda o: o).derivatives(OUT, second=True)
-    for _ in range(2):  # a head's cached parts (the one-hot, the index) serve its later calls alike
-        fast = head.derivatives(OUT, second=second, loss=loss)
+    # Logits stored row by row, then column by column (as the gl-data kernel keeps narrow layers):
+    # the same numbers, and cross-entropy's gradient in the logits' own layout.
+    for out in (OUT, OUT, OUT.mT.contiguous().mT, OUT.mT.contiguous().mT):
+        fast = head.derivatives(out, second=second, loss=loss)  # cached parts (one-hot, index) serve later calls
         assert (fast.loss is None) is not loss and (fast.hvp is None) is not second
         if loss:
             assert torch.allclose(fast.loss, slow.loss, rtol=1e-14)
         assert torch.allclose(fast.gradient, slow.gradient, rtol=1e-12, atol=1e-15)
+        if kind is CrossEntropyHead:
+            assert fast.gradient.stride() == out.stride()
         if second:
             assert torch.allclose(fast.hvp(V), slow.hvp(V), rtol=1e-12, atol=1e-15)
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from telebench.symmetry.linalg import eye
+from telebench.symmetry.linalg import addmm, eye, linear
 
 
 def eye_like(t: Tensor, n: int | None = None) -> Tensor:
@@ -89,8 +89,8 @@ class IdentityPlus:
     def rmul(self, w: Tensor) -> Tensor:
         return torch.addmm(w, w, self.c)
 
-    def rmul_t(self, z: Tensor) -> Tensor:
-        return torch.addmm(z, z, self.c.mT)
+    def rmul_t(self, z: Tensor, colmajor: bool = False) -> Tensor:
+        return addmm(z, z, self.c.mT, colmajor)
 
     def dense(self) -> Tensor:
         return self.c + eye_like(self.c)
@@ -115,11 +115,14 @@ def rmul(w: Tensor, f: Factor) -> Tensor:
     return w * f if f.dim() == 1 else w @ f
 
 
-def rmul_t(z: Tensor, f: Factor) -> Tensor:
-    """``z @ fᵀ`` (a batch of unit vectors, rows of ``z``, moved by ``f``)."""
-    if isinstance(f, LowRank | IdentityPlus):
+def rmul_t(z: Tensor, f: Factor, colmajor: bool = False) -> Tensor:
+    """``z @ fᵀ`` (a batch of unit vectors, rows of ``z``, moved by ``f``); a dense result is
+    column-major when ``colmajor`` (a low-rank factor acts on wide layers, kept row by row)."""
+    if isinstance(f, IdentityPlus):
+        return f.rmul_t(z, colmajor)
+    if isinstance(f, LowRank):
         return f.rmul_t(z)
-    return z * f if f.dim() == 1 else F.linear(z, f)
+    return z * f if f.dim() == 1 else linear(z, f, None, colmajor)
 
 
 def dense(f: Factor) -> Tensor:

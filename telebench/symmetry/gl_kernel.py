@@ -20,7 +20,11 @@ factors, ``G_m = δ_mᵀ H_{m-1}``. So the step is computed from batch-shaped qu
 
 On the paper's small nets a step is a few dozen operations on ``200 × 16`` tensors, so its cost is
 the number of operations and the Python between them, not arithmetic: the passes below keep plain
-lists, make no per-layer objects and form no transpose twice.
+lists, make no per-layer objects and form no transpose twice. On CPU the batch tensors of layers no
+wider than the batch are stored column by column (:func:`~telebench.symmetry.linalg.column_major_layer`):
+their products are written that way (MKL is several times slower writing a row-major result of few
+columns) and their QR and triangular solves take them without a copy. Elementwise operations then
+never mix layouts, since every batch tensor of a layer comes from one of those products.
 
 Notation as in :meth:`Problem.gradient_and_hvp`: δ_m = ∂L/∂Z_m, R_m = δ_m W_m, Ż/Ḣ the tangent forward
 pass along the gradient, Ḋ_m its tangent backward, u_m the adjoint of the activations.
@@ -37,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from telebench.symmetry.architecture import Architecture
+from telebench.symmetry.linalg import addmm, column_major, column_major_layer, linear, mm
 from telebench.symmetry.losses import Hvp
 from telebench.symmetry.problem import Derivatives, Problem, activations
 
@@ -57,11 +62,13 @@ class TallSolver:
     Otherwise CholeskyQR with the Gram matrix in float64, ``R = chol(PᵀP)``, ``Q = P R⁻¹``: as
     accurate in float32 as Householder's (the float64 Gram keeps Q orthogonal to ~1e-7 up to
     cond(P) ≈ 1e4), and 1.5–2× faster from 32 columns or 2000 rows on one CPU thread, where LAPACK's
-    blocked Householder QR is slow for thin matrices."""
+    blocked Householder QR is slow for thin matrices. Batch-shaped results keep P's layout (column
+    by column when P is: :func:`~telebench.symmetry.linalg.column_major_layer`)."""
 
-    __slots__ = ("q", "r", "q_t", "r_t")
+    __slots__ = ("q", "r", "q_t", "r_t", "colmajor")
 
     def __init__(self, p: Tensor) -> None:
+        self.colmajor = column_major(p)
         if p.dtype == torch.float64 or p.shape[1] < 16 or p.numel() <= 4000:
             self.q, self.r = torch.linalg.qr(p)
         else:
@@ -75,11 +82,12 @@ class TallSolver:
         return torch.linalg.solve_triangular(self.r, torch.mm(self.q_t, e), upper=True)
 
     def adjoint(self, f: Tensor, x: Tensor | None = None) -> Tensor:
-        """(P⁺)ᵀ F, plus (I − P P⁺) X when given: Q (R⁻ᵀF − QᵀX) + X."""
+        """(P⁺)ᵀ F, plus (I − P P⁺) X when given: Q (R⁻ᵀF − QᵀX) + X, written into X (which the
+        caller hands over: no copy of it)."""
         y = torch.linalg.solve_triangular(self.r_t, f, upper=False)
         if x is None:
-            return torch.mm(self.q, y)
-        return torch.addmm(x, self.q, y.addmm_(self.q_t, x, alpha=-1))
+            return mm(self.q, y, self.colmajor)
+        return x.addmm_(self.q, y.addmm_(self.q_t, x, alpha=-1))
 
 
 class WideSolver:
@@ -189,18 +197,20 @@ class GradNormKernel:
         ]
         rank = [b if m == 0 else 2 * b for m in range(len(widths) - 1)]
         self.lowrank = [b < n and 2 * k <= n for k, n in zip(rank, widths[:-1], strict=False)]
+        # Per layer (its output), whether its b × width tensors are kept column by column.
+        self.colmajor = [column_major_layer(b, n, x.device) for n in widths]
         self.acts = activations(self.arch)
 
     def backward(self, params: LayerParams, state: State, second: bool, value: bool, loss: bool) -> Backward:
         """δ_m, R_m and the gradients (in factored form) at the point ``state`` describes, with the
         loss and ‖∇L‖² when asked for."""
-        last, hs, slopes = self.last, state.h, state.slope
+        last, hs, slopes, cm = self.last, state.h, state.slope, self.colmajor
         w_out, b_out = params[last]
-        at = self.head.derivatives(F.linear(hs[-1], w_out, b_out), second=second, loss=loss)  # type: ignore[arg-type]
+        at = self.head.derivatives(linear(hs[-1], w_out, b_out, cm[last]), second=second, loss=loss)  # type: ignore[arg-type]
         delta = at.gradient
         deltas, pulled = [delta] * (last + 1), [delta] * last
         for m in range(last, 0, -1):
-            back = torch.mm(delta, params[m][0])  # type: ignore[arg-type]
+            back = mm(delta, params[m][0], cm[m - 1])  # type: ignore[arg-type]
             pulled[m - 1] = back
             delta = back * slopes[m - 1]
             deltas[m - 1] = delta
@@ -216,7 +226,7 @@ class GradNormKernel:
             if kernel is None:
                 grads[m] = torch.mm(d.mT, self.x if m == 0 else hs[m - 1])
             else:
-                kernel_deltas[m] = torch.mm(kernel, d)
+                kernel_deltas[m] = mm(kernel, d, cm[m])
         total = self._value(deltas, bias_grads, grads, kernel_deltas) if value else None
         return Backward(at.loss, total, deltas, pulled, bias_grads, grads, kernel_deltas, at.hvp)
 
@@ -234,7 +244,7 @@ class GradNormKernel:
             list[Tensor], list[Tensor], list[Tensor], list[Tensor], dict[int, Tensor]]:
         """Tangent forward along ∇L (Ż, Ḣ and Q_m = Ḣ_{m-1} W_mᵀ) and tangent backward (Ḋ_m, Ṙ_m); for
         low-rank layers also ``[Z_m; Q_m]``, Q_m written straight into its lower half."""
-        last, hs, slopes = self.last, state.h, state.slope
+        last, hs, slopes, cm = self.last, state.h, state.slope, self.colmajor
         bias_grads, grads, kernel_deltas = bw.bias_grads, bw.grads, bw.kernel_deltas
         z_dot: list[Tensor] = []
         h_dot: list[Tensor] = []
@@ -245,12 +255,12 @@ class GradNormKernel:
             if kd is not None:  # H Gᵀ = K δ
                 zd = kd if gb is None else kd + gb
             else:
-                zd = F.linear(self.x if m == 0 else hs[m - 1], grads[m], gb)  # type: ignore[arg-type]
+                zd = linear(self.x if m == 0 else hs[m - 1], grads[m], gb, cm[m])  # type: ignore[arg-type]
             if m > 0:
                 w = params[m][0]
                 assert w is not None
                 if m == last:  # the output layer's Q is not needed on its own
-                    zd = torch.addmm(zd, h_dot[-1], w.mT)
+                    zd = addmm(zd, h_dot[-1], w.mT, cm[m])
                 else:
                     if self.lowrank[m]:  # B = [Z_m; Q_m], written in place (no concatenation later)
                         b = zd.shape[0]
@@ -258,7 +268,7 @@ class GradNormKernel:
                         buffer[:b].copy_(state.z[m])
                         qm = torch.mm(h_dot[-1], w.mT, out=buffer[b:])
                     else:
-                        qm = F.linear(h_dot[-1], w)
+                        qm = linear(h_dot[-1], w, None, cm[m])
                     q.append(qm)
                     zd = zd + qm
             z_dot.append(zd)
@@ -268,13 +278,13 @@ class GradNormKernel:
         d_dot = [bw.hvp(z_dot[-1])] * (last + 1)
         r_dot = [d_dot[0]] * last
         for m in range(last, 0, -1):
-            rd = torch.mm(d_dot[m], params[m][0])  # type: ignore[arg-type]
+            rd = mm(d_dot[m], params[m][0], cm[m - 1])  # type: ignore[arg-type]
             r_dot[m - 1] = rd
             delta, g = bw.deltas[m], grads[m]
             if g is not None:  # (Ṙ + δ G) ⊙ σ'
-                nxt = torch.addmm(rd, delta, g)
+                nxt = addmm(rd, delta, g, cm[m - 1])
             else:  # δ G = (δ δᵀ) H without G
-                nxt = torch.addmm(rd, F.linear(delta, delta), hs[m - 1])
+                nxt = addmm(rd, F.linear(delta, delta), hs[m - 1], cm[m - 1])
             nxt.mul_(slopes[m - 1])
             curvature = state.curvature[m - 1]
             if curvature is not None:
@@ -294,7 +304,7 @@ class GradNormKernel:
                 h_bar = rd_next.addmm_(solver.kinv(F.linear(h, h_dot[m])), r_next, beta=-2, alpha=-2)
             else:
                 f = torch.mm(h.mT, rd_next).addmm_(h_dot[m].mT, r_next, beta=-2, alpha=-2)
-                h_bar = solver.adjoint(f, None if z_bar is None else torch.mm(z_bar, params[m + 1][0]))  # type: ignore[arg-type]
+                h_bar = solver.adjoint(f, None if z_bar is None else mm(z_bar, params[m + 1][0], self.colmajor[m]))  # type: ignore[arg-type]
             u = h_bar.mul_(state.slope[m])  # h_bar is a fresh tensor
             if self.lowrank[m] and m > 0:  # A = [u + 2Ḋ; 2δ], B = [Z; Q] (Q was written below Z)
                 b = u.shape[0]
@@ -315,10 +325,12 @@ class GradNormKernel:
 
 
 def initial_state(arch: Architecture, params: Sequence[Sequence[Tensor | None]], inputs: Tensor,
-                  acts: Sequence[Derivatives | None] | None = None) -> State:
+                  acts: Sequence[Derivatives | None] | None = None, colmajor: Sequence[bool] | None = None) -> State:
+    """The network's state on ``inputs``; ``colmajor``: per layer, whether its batch tensors are
+    stored column by column (:attr:`GradNormKernel.colmajor`; none are by default)."""
     state = State([], [], [], [], [])
     acts = activations(arch) if acts is None else acts
     x = inputs
     for m, (w, b) in enumerate(params[:-1]):
-        x, _ = state.add(arch, m, F.linear(x, w, b), acts[m])  # type: ignore[arg-type]
+        x, _ = state.add(arch, m, linear(x, w, b, bool(colmajor and colmajor[m])), acts[m])  # type: ignore[arg-type]
     return state

@@ -34,7 +34,6 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from telebench.symmetry import phases
@@ -47,7 +46,7 @@ from telebench.symmetry.gl_kernel import (
     WideSolver,
     initial_state,
 )
-from telebench.symmetry.linalg import expm_all, phi
+from telebench.symmetry.linalg import expm_all, linear, phi
 from telebench.symmetry.objectives.base import Evaluation
 from telebench.symmetry.problem import Problem, inference_safe, normal
 from telebench.symmetry.search_types import Outcome, SearchOptions, capped
@@ -116,7 +115,8 @@ def _sweep(kernel: GradNormKernel, params: LayerParams, state: State, g: list[Fa
     """Move every layer but the input weight by ``g`` (replacing entries of ``params``) and return
     the moved network's state on the batch and the right factors used (as GLDataGroup's sweep)."""
     arch, acts = kernel.arch, kernel.acts
-    z = rmul_t(state.z[0], g[0])  # Z₀ g₀ᵀ: exact, the input layer has no right factor
+    cm = kernel.colmajor
+    z = rmul_t(state.z[0], g[0], cm[0])  # Z₀ g₀ᵀ: exact, the input layer has no right factor
     new = State([], [], [], [], [])
     rights: list[Factor] = []
     last = arch.n_hidden
@@ -136,7 +136,7 @@ def _sweep(kernel: GradNormKernel, params: LayerParams, state: State, g: list[Fa
             left = g[m + 1]
             w = left.lmul_(w) if isinstance(left, LowRank) else lmul(left, w)
             b = None if b is None else lmul(left, b)
-            z = F.linear(h, w, b)
+            z = linear(h, w, b, cm[m + 1])
         rights.append(right)
         params[m + 1] = [w, b]
         owned[m + 1] = True
@@ -184,7 +184,7 @@ def gl_grad_norm_search(problem: Problem, settings: SearchOptions) -> Outcome:
     with mode:
         with phases.span(phases.GROUP_ACTION):
             kernel = GradNormKernel(problem, settings.steps)
-            state = initial_state(arch, params, problem.inputs, kernel.acts)
+            state = initial_state(arch, params, problem.inputs, kernel.acts, kernel.colmajor)
         first = None
         taken = 0
         input_layer = _InputLayer(*start[0])

@@ -1,5 +1,6 @@
 """Small numerical kernels the groups need: a matrix exponential, its companion φ for low-rank
-elements, and a fixed-matrix least-squares solver."""
+elements, a fixed-matrix least-squares solver, and matrix products whose result is stored column by
+column (for batch × width tensors of narrow layers, see :func:`column_major_layer`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,40 @@ def eye(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     outside inference mode, so autograd may use it later)."""
     with torch.inference_mode(False):
         return torch.eye(n, dtype=dtype, device=device)
+
+
+def column_major_layer(rows: int, cols: int, device: torch.device) -> bool:
+    """Whether a layer's ``rows × cols`` batch tensors (rows = the batch) are best kept column by
+    column: on CPU, for tall layers (``rows ≥ cols``). LAPACK's QR and triangular solves take such
+    a matrix without copying it, and MKL's GEMM writes a result with few columns 2–4× faster
+    column-major than row-major (one thread, AMD EPYC: a 200 × 16 by 16 × 10 product 3.2 against
+    7.2 µs, 2000 × 16 by 16 × 10 12 against 54 µs; no slower from 16 columns up). On accelerators
+    the libraries choose their own layouts."""
+    return device.type == "cpu" and rows >= cols > 1
+
+
+def column_major(t: Tensor) -> bool:
+    """Whether the matrix ``t`` is stored column by column (its transpose is contiguous)."""
+    return t.dim() == 2 and t.shape[1] > 1 and t.mT.is_contiguous()
+
+
+def mm(a: Tensor, b: Tensor, colmajor: bool) -> Tensor:
+    """``a @ b``, the result column-major when ``colmajor`` (computed as ``(bᵀ aᵀ)ᵀ``, the same sums)."""
+    return torch.mm(b.mT, a.mT).mT if colmajor else torch.mm(a, b)
+
+
+def addmm(c: Tensor, a: Tensor, b: Tensor, colmajor: bool, beta: float = 1.0, alpha: float = 1.0) -> Tensor:
+    """``beta·c + alpha·a @ b`` for a matrix ``c``, the result column-major when ``colmajor``."""
+    if colmajor:
+        return torch.addmm(c.mT, b.mT, a.mT, beta=beta, alpha=alpha).mT
+    return torch.addmm(c, a, b, beta=beta, alpha=alpha)
+
+
+def linear(x: Tensor, w: Tensor, bias: Tensor | None, colmajor: bool) -> Tensor:
+    """``F.linear(x, w, bias)``, the result column-major when ``colmajor``."""
+    if not colmajor:
+        return torch.nn.functional.linear(x, w, bias)
+    return (torch.mm(w, x.mT) if bias is None else torch.addmm(bias[:, None], w, x.mT)).mT
 
 
 def expm(a: Tensor) -> Tensor:

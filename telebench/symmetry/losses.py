@@ -80,9 +80,9 @@ class CrossEntropyHead(Head):
         if loss:  # p = exp(log-softmax): one reduction serves the loss and p
             log_p = class_log_softmax(out)
             value = F.nll_loss(log_p, self.targets)
-            p = log_p.exp().contiguous()
+            p = _layout_of(out, log_p.exp())
         else:
-            p = out.mT.softmax(0).mT.contiguous()
+            p = _layout_of(out, out.mT.softmax(0).mT)
         pb = p / b
         hvp = None
         if second:
@@ -104,10 +104,17 @@ class CrossEntropyHead(Head):
 
     def _onehot(self, like: Tensor) -> Tensor:
         cached = getattr(self, "_onehot_cache", None)
-        if cached is None or cached.dtype != like.dtype or cached.shape != like.shape:
+        if cached is None or cached.dtype != like.dtype or cached.stride() != like.stride() or cached.shape != like.shape:
             cached = torch.zeros_like(like).scatter_(1, self._index, 1.0 / like.shape[0])
             self._onehot_cache = cached
         return cached
+
+
+def _layout_of(out: Tensor, t: Tensor) -> Tensor:
+    """``t`` in the memory layout of the logits ``out``: row by row (contiguous), or column by column
+    as the gl-data kernel keeps narrow layers (:func:`~telebench.symmetry.linalg.column_major_layer`),
+    so the elementwise operations between them never mix layouts."""
+    return t.contiguous() if out.is_contiguous() else t.mT.contiguous().mT if out.mT.is_contiguous() else t
 
 
 @functools.lru_cache(maxsize=16)
