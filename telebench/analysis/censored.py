@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy import stats as sps
 
 CONFIDENCE = 0.95  # the interval level aimed for
 RANGE_BELOW = 0.80  # below this real level an interval is printed as the range it is
@@ -39,12 +38,21 @@ TEST_NAME = "exact two-sided sign test"
 INTERVAL_NAME = "order-statistic interval for the median"
 
 
+@lru_cache(maxsize=65536)
+def half_binomial_cdf(k: int, n: int) -> float:
+    """P(Binom(n, ½) ≤ k), exactly: Σᵢ₌₀ᵏ C(n, i) / 2ⁿ in integers, one correctly rounded division (the
+    sign test's own arithmetic; scipy.stats, 0.6 s to import, agrees to 3e-14)."""
+    if k < 0:
+        return 0.0
+    return sum(math.comb(n, i) for i in range(min(k, n) + 1)) / 2**n
+
+
 @lru_cache(maxsize=4096)
 def interval_level(n: int, k: int) -> float:
     """Coverage of [X₍ₖ₎, X₍ₙ₋ₖ₊₁₎] for the median of any distribution: 1 − 2·P(Binom(n, ½) ≤ k − 1)."""
     if n < 1 or k < 1:
         return 0.0
-    return max(0.0, 1.0 - 2.0 * float(sps.binom.cdf(k - 1, n, 0.5)))
+    return max(0.0, 1.0 - 2.0 * half_binomial_cdf(k - 1, n))
 
 
 @lru_cache(maxsize=512)
@@ -62,9 +70,10 @@ def sign_test_p(positives: np.ndarray, negatives: np.ndarray) -> np.ndarray:
     pos = np.asarray(positives, dtype=float)
     neg = np.asarray(negatives, dtype=float)
     m = pos + neg
-    with np.errstate(invalid="ignore"):
-        p = np.minimum(1.0, 2.0 * sps.binom.cdf(np.minimum(pos, neg), np.maximum(m, 1), 0.5))
-    return np.where(m > 0, p, np.nan)
+    low = np.minimum(pos, neg)
+    p = [min(1.0, 2.0 * half_binomial_cdf(int(k), int(n))) if n > 0 else math.nan
+         for k, n in zip(low.ravel(), m.ravel(), strict=True)]
+    return np.asarray(p, dtype=float).reshape(m.shape)
 
 
 @dataclass(frozen=True)
