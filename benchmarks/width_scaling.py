@@ -57,7 +57,8 @@ def main() -> None:
         if args.repeat > 1:
             print(f"{group:8s} best of {args.repeat}: " + ", ".join(f"w={w} {c:.1f}" for w, c in zip(args.widths, costs,
                                                                                                      strict=True)))
-        print(f"{group:8s} log-log slope of cost against width: {slope(args.widths, costs):.3f}")
+        if len(set(args.widths)) > 1:  # a slope needs two widths
+            print(f"{group:8s} log-log slope of cost against width: {slope(args.widths, costs):.3f}")
 
 
 if __name__ == "__main__":

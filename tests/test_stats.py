@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telebench.analysis.censored import choose_k, interval_level, sign_test_p
+from telebench.analysis.censored import choose_k, half_binomial_cdf, interval_level, sign_test_p
 from telebench.analysis.stats import json_number, paired_difference, paired_speedup
+from telebench.analysis.verdicts import sign_test_power
 
 
 def test_order_statistic_interval_contains_median_and_is_deterministic() -> None:
@@ -174,3 +175,24 @@ def test_paired_difference_without_a_shift_is_no_clear_difference() -> None:
     assert out["verdict"] == "too few seeds"  # was "no clear difference" at 4 seeds
     more = paired_difference([0.5, 0.6, 0.55, 0.52, 0.5, 0.6], [0.51, 0.59, 0.56, 0.51, 0.52, 0.58])
     assert more["verdict"] == "no clear difference"
+
+
+def test_the_sign_test_arithmetic_is_the_binomial_distribution() -> None:
+    """The exact half-binomial CDF and the seeds advice's power, written without scipy.stats (slow to
+    import), agree with scipy.stats' binomial distribution."""
+    from scipy import stats as sps
+
+    for n in (1, 2, 7, 40, 151):
+        ks = np.arange(-1, n + 1)
+        assert [half_binomial_cdf(int(k), n) for k in ks] == pytest.approx(sps.binom.cdf(ks, n, 0.5), rel=1e-13)
+    assert half_binomial_cdf(3, 6) == 42 / 64  # 1 + 6 + 15 + 20 over 2^6, exactly
+    pos, neg = np.array([9, 1, 0, 4]), np.array([1, 9, 0, 4])
+    assert np.allclose(sign_test_p(pos, neg)[[0, 1, 3]], [2 * sps.binom.cdf(1, 10, 0.5)] * 2 + [1.0], rtol=1e-13)
+    assert math.isnan(sign_test_p(pos, neg)[2])
+    ns = np.arange(1, 400)
+    for q in (0.5, 0.6, 0.9):
+        for alpha in (0.05, 0.05 / 6):
+            c = sps.binom.ppf(alpha / 2, ns, 0.5)
+            c = np.where(sps.binom.cdf(c, ns, 0.5) > alpha / 2 + 1e-12, c - 1, c)
+            want = np.where(c >= 0, sps.binom.cdf(c, ns, q) + sps.binom.sf(ns - c - 1, ns, q), 0.0)
+            assert np.allclose(sign_test_power(ns, q, alpha), want, rtol=1e-10, atol=1e-12)

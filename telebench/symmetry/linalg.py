@@ -50,7 +50,7 @@ def linear(x: Tensor, w: Tensor, bias: Tensor | None, colmajor: bool) -> Tensor:
     """``F.linear(x, w, bias)``, the result column-major when ``colmajor``."""
     if not colmajor:
         return torch.nn.functional.linear(x, w, bias)
-    return (torch.mm(w, x.mT) if bias is None else torch.addmm(bias[:, None], w, x.mT)).mT
+    return (torch.mm(w, x.mT) if bias is None else torch.addmm(bias.unsqueeze(1), w, x.mT)).mT
 
 
 def expm(a: Tensor) -> Tensor:
