@@ -124,7 +124,7 @@ def test_the_fused_step_is_the_pullback_of_twice_the_hessian_vector_product(batc
     if batch == 6:
         assert kernel.input_kernel is not None and kernel.lowrank[0]
     live = [[w, b] for w, b in params]
-    fused = initial_state(arch, live, problem.inputs)
+    fused = initial_state(arch, live, problem.inputs, kernel.acts, kernel.colmajor)  # the search's layouts
     bw = kernel.backward(live, fused, second=True, value=True, loss=True)
     assert ev is not None and float(bw.value) == pytest.approx(float(ev.value), rel=1e-12)
     for step, ref in zip(kernel.algebra_gradient(live, fused, bw), expected, strict=True):
@@ -206,7 +206,7 @@ def test_the_input_kernel_carries_the_input_bias_gradient(bias):
     state = grp.prepare(arch, params, problem.inputs)
     ev, dparams = get_objective("grad_norm").value_and_gradient(problem, params, state)
     live = [[w, b] for w, b in params]
-    fused = initial_state(arch, live, problem.inputs)
+    fused = initial_state(arch, live, problem.inputs, kernel.acts, kernel.colmajor)
     bw = kernel.backward(live, fused, second=True, value=True, loss=True)
     assert bw.bias_grads[0] is None and ev is not None
     assert float(bw.value) == pytest.approx(float(ev.value), rel=1e-12)
@@ -331,3 +331,22 @@ def test_the_kernel_keeps_tall_layers_by_columns_on_the_same_path_as_by_rows(mon
     assert by_columns == pytest.approx(by_rows, rel=1e-12)
     for a, b in zip(w_columns, w_rows, strict=True):
         assert relative(a, b) < 1e-12
+
+
+def test_a_loss_through_autograd_gets_row_major_logits():
+    """A user's loss may reshape the logits with .view, which a column-major tensor refuses: only a
+    closed-form head gets them column by column."""
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Linear(6, 5), nn.LeakyReLU(0.1), nn.Linear(5, 3)).double()
+    x, y = torch.randn(30, 6, dtype=F64), torch.randn(30, 3, dtype=F64)
+
+    def flat_mse(out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return ((out.view(-1) - t.view(-1)) ** 2).mean()
+
+    arch = check_model(model, get_group("gl-data"))
+    assert GradNormKernel(Problem(arch, x, y, flat_mse), steps=10).colmajor == [True, False]
+    assert GradNormKernel(Problem(arch, x, y, F.mse_loss), steps=10).colmajor == [True, True]
+    flat, plain = copy.deepcopy(model), copy.deepcopy(model)
+    a = teleport(flat, x, y, flat_mse, group="gl-data", steps=5, lr=0.05)
+    b = teleport(plain, x, y, F.mse_loss, group="gl-data", steps=5, lr=0.05)
+    assert a.accepted and b.accepted and a.objective_after == pytest.approx(b.objective_after, rel=1e-9)

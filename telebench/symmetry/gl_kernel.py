@@ -23,8 +23,9 @@ the number of operations and the Python between them, not arithmetic: the passes
 lists, make no per-layer objects and form no transpose twice. On CPU the batch tensors of layers no
 wider than the batch are stored column by column (:func:`~telebench.symmetry.linalg.column_major_layer`):
 their products are written that way (MKL is several times slower writing a row-major result of few
-columns) and their QR and triangular solves take them without a copy. Elementwise operations then
-never mix layouts, since every batch tensor of a layer comes from one of those products.
+columns) and LAPACK's QR takes them without transposing them. Elementwise operations inside the
+kernel then do not mix layouts, since every batch tensor of a layer comes from one of those products
+(the logits stay row by row for a loss through autograd, which may reshape them).
 
 Notation as in :meth:`Problem.gradient_and_hvp`: δ_m = ∂L/∂Z_m, R_m = δ_m W_m, Ż/Ḣ the tangent forward
 pass along the gradient, Ḋ_m its tangent backward, u_m the adjoint of the activations.
@@ -42,7 +43,7 @@ from torch import Tensor
 
 from telebench.symmetry.architecture import Architecture
 from telebench.symmetry.linalg import addmm, column_major, column_major_layer, linear, mm
-from telebench.symmetry.losses import Hvp
+from telebench.symmetry.losses import Head, Hvp
 from telebench.symmetry.problem import Derivatives, Problem, activations
 
 LayerParams = list[list[Tensor | None]]  # [[W, b], ...]: mutable, so the sweep can replace entries
@@ -197,8 +198,10 @@ class GradNormKernel:
         ]
         rank = [b if m == 0 else 2 * b for m in range(len(widths) - 1)]
         self.lowrank = [b < n and 2 * k <= n for k, n in zip(rank, widths[:-1], strict=False)]
-        # Per layer (its output), whether its b × width tensors are kept column by column.
+        # Per layer (its output), whether its b × width tensors are kept column by column; the logits
+        # only for a closed-form head (a user's loss_fn, through autograd, may call .view on them).
         self.colmajor = [column_major_layer(b, n, x.device) for n in widths]
+        self.colmajor[-1] = self.colmajor[-1] and type(self.head).derivatives is not Head.derivatives
         self.acts = activations(self.arch)
 
     def backward(self, params: LayerParams, state: State, second: bool, value: bool, loss: bool) -> Backward:

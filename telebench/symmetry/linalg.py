@@ -22,7 +22,7 @@ def eye(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
 def column_major_layer(rows: int, cols: int, device: torch.device) -> bool:
     """Whether a layer's ``rows × cols`` batch tensors (rows = the batch) are best kept column by
     column: on CPU, for tall layers (``rows ≥ cols``). LAPACK's QR and triangular solves take such
-    a matrix without copying it, and MKL's GEMM writes a result with few columns 2–4× faster
+    a matrix without transposing it, and MKL's GEMM writes a result with few columns 2–4× faster
     column-major than row-major (one thread, AMD EPYC: a 200 × 16 by 16 × 10 product 3.2 against
     7.2 µs, 2000 × 16 by 16 × 10 12 against 54 µs; no slower from 16 columns up). On accelerators
     the libraries choose their own layouts."""

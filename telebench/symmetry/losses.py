@@ -113,7 +113,7 @@ class CrossEntropyHead(Head):
 def _layout_of(out: Tensor, t: Tensor) -> Tensor:
     """``t`` in the memory layout of the logits ``out``: row by row (contiguous), or column by column
     as the gl-data kernel keeps narrow layers (:func:`~telebench.symmetry.linalg.column_major_layer`),
-    so the elementwise operations between them never mix layouts."""
+    so the elementwise operations between them do not mix layouts."""
     return t.contiguous() if out.is_contiguous() else t.mT.contiguous().mT if out.mT.is_contiguous() else t
 
 
@@ -125,12 +125,22 @@ def _minus_reciprocal(b: int, dtype: torch.dtype, device: torch.device) -> Tenso
 
 
 class MeanSquaredErrorHead(Head):
-    """Mean squared error over every output entry: ∇ = 2(out − t)/N, ∇²v = 2v/N."""
+    """Mean squared error over every output entry: ∇ = 2(out − t)/N, ∇²v = 2v/N. The targets are
+    kept in the outputs' layout (copied once per layout), so the difference never mixes layouts."""
 
     def derivatives(self, out: Tensor, second: bool, loss: bool = True) -> OutputDerivatives:
         scale = 2.0 / out.numel()
-        return OutputDerivatives(F.mse_loss(out, self.targets) if loss else None, (out - self.targets).mul_(scale),
+        targets = self._targets_like(out)
+        return OutputDerivatives(F.mse_loss(out, targets) if loss else None, (out - targets).mul_(scale),
                                  (lambda v: v * scale) if second else None)
+
+    def _targets_like(self, out: Tensor) -> Tensor:
+        if self.targets.stride() == out.stride() or self.targets.shape != out.shape:
+            return self.targets
+        cached = getattr(self, "_targets_cache", None)
+        if cached is None or cached.stride() != out.stride():
+            cached = self._targets_cache = _layout_of(out, self.targets)
+        return cached
 
 
 def _plain(loss_fn: LossFn, function: LossFn, module: type[nn.Module], **defaults: object) -> bool:
