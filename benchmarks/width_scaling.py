@@ -40,7 +40,8 @@ def main() -> None:
     parser.add_argument("--repeat", default=1, type=int, help="interleaved sweeps; each width keeps its best")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"{'group':8s} {'model':16s} {'grad eval':>10s} {'teleport':>10s} {'ge (min)':>9s} {'ge (median)':>11s}")
+    print(f"{'group':8s} {'model':16s} {'grad eval':>10s} {'teleport':>10s} {'ge (min)':>9s} {'ge (median)':>11s} "
+          f"{'after passes':>12s}")
     best: dict[tuple[str, int], dict] = {}
     for r in range(args.repeat):
         for group in args.groups:
@@ -51,7 +52,7 @@ def main() -> None:
                 tag = f" (sweep {r + 1}/{args.repeat})" if args.repeat > 1 else ""
                 print(f"{group:8s} {f'784-{w}-{w}-10':16s} {info['grad_eval_seconds'] * 1e3:8.2f}ms "
                       f"{info['teleport_seconds'] * 1e3:8.1f}ms {info['grad_evals']:9.1f} "
-                      f"{info['grad_evals_median']:11.1f}{tag}", flush=True)
+                      f"{info['grad_evals_median']:11.1f} {info['grad_evals_after_passes']:12.1f}{tag}", flush=True)
     for group in args.groups:
         costs = [best[group, w]["grad_evals"] for w in args.widths]
         if args.repeat > 1:
