@@ -114,7 +114,9 @@ def _layout_of(out: Tensor, t: Tensor) -> Tensor:
     """``t`` in the memory layout of the logits ``out``: row by row (contiguous), or column by column
     as the gl-data kernel keeps narrow layers (:func:`~telebench.symmetry.linalg.column_major_layer`),
     so the elementwise operations between them do not mix layouts."""
-    return t.contiguous() if out.is_contiguous() else t.mT.contiguous().mT if out.mT.is_contiguous() else t
+    if t.stride() == out.stride() or not (out.is_contiguous() or out.mT.is_contiguous()):
+        return t
+    return t.contiguous() if out.is_contiguous() else t.mT.contiguous().mT
 
 
 @functools.lru_cache(maxsize=16)
