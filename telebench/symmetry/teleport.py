@@ -191,7 +191,7 @@ class _Check:
         return self.rejection is None
 
 
-def _check(arch: Architecture, problem: Problem, obj: Objective, outcome: Outcome, rule: Acceptance,
+def _check(problem: Problem, obj: Objective, outcome: Outcome, rule: Acceptance,
            held: Problem | None, held_before: float | None) -> _Check:
     """Measure the proposed weights (the loss and objective there, the size of the move, the
     held-out loss) and apply the acceptance rule; nothing is written here."""
@@ -357,7 +357,7 @@ def _teleport_mlp(model: nn.Module, inputs: Tensor, targets: Tensor, loss_fn: Lo
         outcome = search(problem, grp, obj, settings)
     else:
         outcome = random_element(problem, grp, obj, settings, random_scale, generator)
-    check = _check(arch, problem, obj, outcome, rule, held, held_before)
+    check = _check(problem, obj, outcome, rule, held, held_before)
     if check.accepted:
         with phases.span(phases.APPLY):
             _write(arch, outcome.params)
