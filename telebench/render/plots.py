@@ -111,7 +111,10 @@ def plot_group(
 
 def draw_group(arms: dict[str, list[dict[str, Any]]], metric: str, target: float | None, title: str) -> Figure:
     """The figure `plot_group` saves: axes[0] against step, axes[1] against the training clock."""
-    fig = new_figure(11, 4.2, layout="constrained")
+    # Fixed margins, not a layout engine: one draw per save instead of two (a layout engine draws the
+    # figure once more to measure it), which halves a report's plotting time.
+    fig = new_figure(11, 4.2)
+    fig.subplots_adjust(left=0.065, right=0.99, bottom=0.12, top=0.85, wspace=0.04)
     ax_step, ax_time = fig.subplots(1, 2, sharey=True)
     all_y: list[np.ndarray] = []
     for i, (arm, trials) in enumerate(arms.items()):
