@@ -93,3 +93,20 @@ def test_a_median_known_only_as_a_bound_is_marked_at_its_lower_end(tmp_path: Pat
     assert xs(marker)[0] == pytest.approx(row["time_to_target_s"]["median_low"])
     path = plot_group(by_arm(results), "train_loss", 0.3, "t", tmp_path / "p.png")
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("metric,scale", [("train_loss", 1.0), ("train_loss", 1e-5), ("val_accuracy", 1.0)])
+def test_fixed_margins_keep_every_label_inside_the_figure(results: dict, metric: str, scale: float) -> None:
+    """The figure has fixed margins, not a layout engine (which draws it twice): every title, axis label
+    and tick label must still fall inside the canvas, for small log-scale values and for accuracies."""
+    arms = {arm: [{**t, "history": [{**row, metric: row["train_loss"] * scale} for row in t["history"]]}
+                  for t in trials] for arm, trials in by_arm(results).items()}
+    fig = draw_group(arms, metric, None, "a case with a long name · sgd · cpu")
+    assert fig.get_layout_engine() is None
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    inches = fig.get_tightbbox(renderer)  # what is drawn: titles, labels, the ticks inside the view
+    width, height = fig.get_size_inches()
+    assert inches.x0 >= 0 and inches.y0 >= 0, (inches, metric, scale)
+    assert inches.x1 <= width and inches.y1 <= height, (inches, metric, scale)
+    labels = [t.get_text() for ax in fig.axes for t in ax.get_yticklabels() + ax.get_xticklabels()]
+    assert any(labels), "no tick label drawn"
