@@ -156,7 +156,10 @@ def run_command(
         "later run into the same --out reuses them.")] = False,
 ) -> None:
     """Run any suite — paired training, meta-learning or a correlation study — and report it."""
-    from telebench.commands.suites import run_suite
+    from telebench.training.heap import paused
+
+    with paused():  # importing torch triggers three full collections otherwise
+        from telebench.commands.suites import run_suite
     from telebench.config.overrides import overrides_from_options
     from telebench.experiments.base import RunRequest
     from telebench.results.store import default_out_dir
@@ -187,7 +190,10 @@ def correlate_command(
     data_root: DataRoot = None,
 ) -> None:
     """An alias of `telebench run` for correlation studies, kept for its --jobs default of 1."""
-    from telebench.commands.suites import run_suite
+    from telebench.training.heap import paused
+
+    with paused():  # as in run_command
+        from telebench.commands.suites import run_suite
     from telebench.config.overrides import overrides_from_options
     from telebench.experiments.base import RunRequest
     from telebench.results.store import default_out_dir

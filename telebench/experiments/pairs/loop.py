@@ -29,6 +29,7 @@ from telebench.training.clock import Clock, resolve_device
 from telebench.training.dataset_bundle import DatasetBundle
 from telebench.training.datasets import load_dataset
 from telebench.training.evaluation import TRAIN_EVAL_SIZE, evaluate, loss_fn_for
+from telebench.training.heap import paused
 from telebench.training.model_families import build_from_spec
 from telebench.training.optimizers import apply_state_policy, make_optimizer
 from telebench.training.step import optimizer_step, state_snapshot
@@ -131,14 +132,17 @@ class PairRunner:
                          base_lrs=[float(g["lr"]) for g in optimizer.param_groups])
 
     def _warm_up(self, template: nn.Module, spec: TrialSpec) -> None:
-        """A few throwaway steps on a copy, so allocator/kernel start-up costs hit no arm's clock."""
-        model = copy.deepcopy(template)
-        opt = make_optimizer(spec.optimizer, model.parameters())
-        stream = BatchStream(self.data.x_train, self.data.y_train, spec.batch_size, seed=spec.seed + 1)
-        for _ in range(WARMUP_STEPS):
-            optimizer_step(model, opt, self.loss_fn, *stream.next())
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        """A few throwaway steps on a copy, so allocator/kernel start-up costs hit no arm's clock. The
+        first optimizer imports torch._dynamo; with the collector paused meanwhile and the start-up
+        heap frozen after (``heap.paused``), no full collection of it lands on a clock later."""
+        with paused(freeze=True):
+            model = copy.deepcopy(template)
+            opt = make_optimizer(spec.optimizer, model.parameters())
+            stream = BatchStream(self.data.x_train, self.data.y_train, spec.batch_size, seed=spec.seed + 1)
+            for _ in range(WARMUP_STEPS):
+                optimizer_step(model, opt, self.loss_fn, *stream.next())
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
 
     # ---- measurement (off the clock) ------------------------------------------------------------
     def _evaluate(self, arm: _ArmState) -> bool:
