@@ -22,6 +22,7 @@ from telebench.profile.subject import ProfileSubject
 from telebench.profile.sweep import Sweep, SweepResult, run_sweep
 from telebench.profile.timing import NOISE_RATIO, Samples, Timings, measure, spread_of
 from telebench.profile.workload import Workload, load_data
+from telebench.training.heap import paused
 
 Progress = Callable[[str], None]
 
@@ -131,7 +132,8 @@ def profile_subject(
     data = load_data(subject, options.data_root)
     workload = Workload.build(subject, data)
     say("warming up")
-    workload.warm_up(options.warmup)
+    with paused(freeze=True):  # then no full collection of the start-up heap lands on a timed round
+        workload.warm_up(options.warmup)
     say("timing teleports, gradient evaluations and training steps")
     timings = measure(workload, options.repeat)
     assert workload.last_record is not None
