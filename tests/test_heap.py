@@ -67,6 +67,15 @@ def test_the_start_up_heap_is_frozen_once_and_later_objects_stay_collectable(fre
     del later
 
 
+def test_nested_blocks_resume_the_collector_only_when_the_outermost_ends(fresh_heap: None) -> None:
+    gc.enable()
+    with heap.paused():
+        with heap.paused(freeze=True):
+            pass
+        assert not gc.isenabled()  # the inner block ended, the outer one has not
+    assert gc.isenabled()
+
+
 def test_an_exception_inside_still_restores_the_collector(fresh_heap: None) -> None:
     gc.enable()
     with pytest.raises(RuntimeError), heap.paused(freeze=True):

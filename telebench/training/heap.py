@@ -3,7 +3,7 @@
 A full collection scans every object the collector tracks. Once torch, ``torch._dynamo`` (which
 ``torch.optim`` imports at the first optimizer) and sympy are loaded, that is about 320,000 objects,
 and one collection took 130–270 ms on the shared 2-core CPU. It lands on whichever span is running:
-in a quickstart it once fell inside an evaluation, and a trial's whole training clock is about 0.1 s.
+in quickstarts one fell inside a trial's training clock (about 0.1 s in all) and one inside an evaluation.
 Imports allocate in bursts that trigger such collections; the quickstart ran seven, 0.7–0.9 s.
 
 So start-up runs with collections paused, and the objects alive once the process's first warm-up has
@@ -15,24 +15,34 @@ start-up heap is frozen, once per process, so a trial's cyclic garbage is still 
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 _frozen = False
+_lock = threading.Lock()
+_depth = 0  # paused blocks open now, in any thread: the collector resumes when the last one ends
+_was_enabled = False
 
 
 @contextmanager
 def paused(freeze: bool = False) -> Iterator[None]:
     """No collections inside the block; with ``freeze``, the first such block in a process freezes
-    every object alive when it ends. The collector's previous state is restored either way."""
-    global _frozen
-    enabled = gc.isenabled()
-    gc.disable()
+    every object alive when it ends. Blocks nest (and may overlap across threads): the collector's
+    state from before the outermost one is restored when the last one ends."""
+    global _frozen, _depth, _was_enabled
+    with _lock:
+        if _depth == 0:
+            _was_enabled = gc.isenabled()
+            gc.disable()
+        _depth += 1
     try:
         yield
     finally:
-        if freeze and not _frozen:
-            gc.freeze()
-            _frozen = True
-        if enabled:
-            gc.enable()
+        with _lock:
+            if freeze and not _frozen:
+                gc.freeze()
+                _frozen = True
+            _depth -= 1
+            if _depth == 0 and _was_enabled:
+                gc.enable()
