@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +48,23 @@ main()
 """
 
 
-def one_run(label: str, package_root: Path) -> dict[str, float | str]:
+@dataclass(frozen=True)
+class Run:
+    """One whole run: its wall time, the Σ of its trials' clocks, and the collector's seconds."""
+
+    label: str
+    wall: float
+    train: float
+    work: float  # evaluation and teleports
+    gc: float
+    full: int  # full (generation 2) collections
+
+    @property
+    def fixed(self) -> float:
+        return self.wall - self.train - self.work
+
+
+def one_run(label: str, package_root: Path) -> Run:
     """One whole run of the quickstart with the telebench package found in ``package_root`` (put first
     on PYTHONPATH; the process runs in a fresh folder, so the current one cannot shadow it)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,10 +76,9 @@ def one_run(label: str, package_root: Path) -> dict[str, float | str]:
         wall = time.perf_counter() - start
         trials = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
         gc_stats = json.loads(gc_file.read_text())
-    train = sum(t["train_clock_s"] for t in trials)
-    work = sum(t["eval_clock_s"] + t["teleport_clock_s"] for t in trials)
-    return {"label": label, "wall": wall, "train": train, "work": work, "fixed": wall - train - work,
-            "gc": sum(s[1] for s in gc_stats.values()), "full": gc_stats["2"][0]}
+    return Run(label, wall, train=sum(t["train_clock_s"] for t in trials),
+               work=sum(t["eval_clock_s"] + t["teleport_clock_s"] for t in trials),
+               gc=sum(s[1] for s in gc_stats.values()), full=gc_stats["2"][0])
 
 
 def main() -> None:
@@ -72,21 +88,18 @@ def main() -> None:
                         "tar -x -C FOLDER`), run interleaved as 'other'")
     args = parser.parse_args()
     variants = [("this", ROOT)] + ([("other", Path(args.vs).resolve())] if args.vs else [])
-    rows = []
+    runs: list[Run] = []
     print(f"{'':6s} {'wall':>7s} {'train':>7s} {'eval+tp':>7s} {'fixed':>14s} {'wall-train':>14s} {'gc':>6s} full")
     for _ in range(args.repeat):
         for label, path in variants:
             r = one_run(label, path)
-            rows.append(r)
-            w = float(r["wall"])
-            print(f"{label:6s} {w:6.2f}s {r['train']:6.2f}s {r['work']:6.2f}s "
-                  f"{r['fixed']:6.2f}s ({float(r['fixed']) / w:5.1%}) {w - float(r['train']):6.2f}s "
-                  f"({(w - float(r['train'])) / w:5.1%}) {r['gc']:5.2f}s {r['full']}")
+            runs.append(r)
+            print(f"{label:6s} {r.wall:6.2f}s {r.train:6.2f}s {r.work:6.2f}s {r.fixed:6.2f}s ({r.fixed / r.wall:5.1%}) "
+                  f"{r.wall - r.train:6.2f}s ({(r.wall - r.train) / r.wall:5.1%}) {r.gc:5.2f}s {r.full}")
     for label, _ in variants:
-        mine = [r for r in rows if r["label"] == label]
-        share = statistics.median(float(r["fixed"]) / float(r["wall"]) for r in mine)
-        print(f"{label}: median fixed share {share:.1%}, median collector time "
-              f"{statistics.median(float(r['gc']) for r in mine):.2f} s")
+        mine = [r for r in runs if r.label == label]
+        print(f"{label}: median fixed share {statistics.median(r.fixed / r.wall for r in mine):.1%}, "
+              f"median collector time {statistics.median(r.gc for r in mine):.2f} s")
 
 
 if __name__ == "__main__":
